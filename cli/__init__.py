@@ -1,0 +1,205 @@
+"""The `tokendirect` command. Results go to stdout (one JSON document with --json); progress and logs to stderr.
+
+Exit codes: 0 all done; 1 some inputs failed (the rest done, each failure named); 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from config import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Search scanned and visual documents by their DeepSeek-OCR-2 vision tokens; regenerate text from them.",
+)
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def clean_errors(fn):
+    """Known failures become one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pydantic import ValidationError
+
+        from core.model import ModelLoadError
+        from core.pages import InputError
+        from core.store import StoreError
+        from decode import PointNotFoundError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ModelLoadError, StoreError, PointNotFoundError, InputError, ValueError) as exc:
+            _fail(str(exc).strip("'\""))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            _fail(f"invalid setting TOKENDIRECT_{str(err['loc'][0]).upper()}: {err['msg']}")
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _emit(as_json: bool, data, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)
+
+
+@app.command()
+@clean_errors
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders: PDFs, PNG, JPEG, TIFF (multi-page too)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+) -> None:
+    """Store every page of the given documents as a multivector point (already stored pages are skipped)."""
+    from ingest import Ingestor
+
+    settings = _settings()
+    ingestor = Ingestor.from_settings(settings)
+    try:
+        report = ingestor.ingest(paths)
+    finally:
+        ingestor.store.close()
+    lines = [
+        f"added {report.pages_added} pages from {len(report.documents_added)} documents; "
+        f"skipped {report.pages_skipped} pages already stored ({len(report.documents_skipped)} documents)"
+    ]
+    lines += [f"failed: {f.path}: {f.reason}" for f in report.failures]
+    _emit(as_json, report.to_dict(), "\n".join(lines))
+    for f in report.failures if as_json else ():
+        typer.echo(f"failed: {f.path}: {f.reason}", err=True)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
+
+
+@app.command()
+@clean_errors
+def search(
+    text: str = typer.Argument("", help="The query text (rendered to an image and encoded like a page)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file instead of text."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Number of hits (default TOKENDIRECT_TOP_K)."),
+    doc: Optional[str] = typer.Option(None, "--doc", help="Only pages of this doc_id."),
+    decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
+    mode: str = typer.Option("ocr", "--mode", help="Decoding prompt with --decode: ocr or markdown."),
+    as_json: bool = typer.Option(False, "--json", help="Print hits as one JSON document."),
+) -> None:
+    """Rank stored pages against a text (or image) query by late interaction (MaxSim)."""
+    from PIL import Image
+
+    from decode import Decoder
+    from search import Searcher
+
+    if not text.strip() and image is None:
+        _fail("give a query TEXT or --image FILE")
+    settings = _settings()
+    searcher = Searcher.from_settings(settings)
+    try:
+        if image is not None:
+            try:
+                query = Image.open(image).convert("RGB")
+            except OSError as exc:
+                _fail(f"cannot read query image {image}: {exc}")
+            hits = searcher.search_image(query, top_k, doc)
+        else:
+            hits = searcher.search(text, top_k, doc)
+        rows = [h.to_dict() for h in hits]
+        if decode:
+            decoder = Decoder(searcher.model, searcher.store, settings)
+            for row in rows:
+                row["text"] = decoder.decode(row["point_id"], mode)
+    finally:
+        searcher.store.close()
+    lines = []
+    for rank, row in enumerate(rows, 1):
+        lines.append(f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  [{row['point_id']}]")
+        if "text" in row:
+            lines.append("   " + row["text"].replace("\n", "\n   "))
+    _emit(as_json, {"query": text or str(image), "hits": rows}, "\n".join(lines) or "no hits")
+
+
+@app.command()
+@clean_errors
+def decode(
+    point_id: str = typer.Argument(..., help="A hit's point id."),
+    mode: str = typer.Option("ocr", "--mode", help="ocr (plain text) or markdown."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Regenerate a stored page's text from its tokens: no source file, no re-encoding."""
+    from decode import Decoder
+
+    decoder = Decoder.from_settings(_settings())
+    try:
+        point = decoder.store.get(point_id, with_tokens=False)
+        text = decoder.decode(point_id, mode)
+    finally:
+        decoder.store.close()
+    data = {"point_id": point_id, "mode": mode, "text": text}
+    data.update({k: point.payload[k] for k in ("doc_id", "source", "page") if point and k in point.payload})
+    _emit(as_json, data, text)
+
+
+@app.command()
+@clean_errors
+def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """The collection: the model it was built with, token dimension, points and documents."""
+    from core.store import open_store
+
+    settings = _settings()
+    with open_store(settings) as store:
+        record = store.record()
+        docs = store.documents() if record else {}
+        data = {
+            "collection": settings.collection,
+            "backend": settings.qdrant_url or f"embedded ({Path(settings.data_dir) / 'qdrant' / settings.collection})",
+            "exists": record is not None,
+            "model": record and record["model"],
+            "revision": record and record["revision"],
+            "dimension": record and record["dim"],
+            "points": sum(docs.values()),
+            "documents": len(docs),
+            "configured_model": settings.model,
+        }
+    text = "\n".join(f"{k}: {v}" for k, v in data.items())
+    _emit(as_json, data, text)
+
+
+@app.command("make-test-model")
+@clean_errors
+def make_test_model_cmd(directory: Path = typer.Argument(..., help="Where to write the checkpoint.")) -> None:
+    """Write a tiny random-weight DeepSeek-OCR-2 checkpoint (same classes, meaningless output) for offline tests."""
+    from core.testmodel import make_test_model
+
+    path = make_test_model(directory)
+    typer.echo(f"wrote a tiny random-weight DeepSeek-OCR-2 checkpoint to {path}; use TOKENDIRECT_MODEL={path}")
+
+
+@app.command()
+@clean_errors
+def demo() -> None:
+    """Ingest sample documents, search them and regenerate a hit's text, end to end."""
+    from cli.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings()))
+
+
+def main() -> None:
+    app(prog_name="tokendirect")
+
+
+def run_stage(name: str) -> None:
+    """`python -m ingest|search|decode ...` is `tokendirect ingest|search|decode ...`."""
+    app(args=[name, *sys.argv[1:]], prog_name=f"python -m {name}")

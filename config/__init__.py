@@ -1,0 +1,35 @@
+"""Settings for every stage, read from the environment (prefix TOKENDIRECT_) or a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "deepseek-community/DeepSeek-OCR-2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENDIRECT_", env_file=".env", extra="ignore")
+
+    model: str = Field(DEFAULT_MODEL, description="Hub id or local directory of a DeepSeek-OCR-2 checkpoint.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto = bfloat16, the dtype the checkpoint was trained in and its tokens are stored from."
+    )
+    data_dir: Path = Field(Path("data"), description="Embedded store and ingest state live here.")
+    qdrant_url: str | None = Field(
+        None, description="Unset: embedded engine under DATA_DIR; http(s)://...: a Qdrant server; :memory:: in-process."
+    )
+    qdrant_api_key: str | None = None
+    collection: str = "pages"
+    top_k: int = Field(5, ge=1)
+    batch_size: int = Field(4, ge=1, description="Pages encoded per model call.")
+    max_new_tokens: int = Field(512, ge=1)
+    pdf_dpi: int = Field(
+        0, ge=0, description="Rasterizing resolution for PDFs; 0 sizes each page so its long side is 1024 px."
+    )
+    query_font_px: int = Field(0, ge=0, description="Rendered query glyph size; 0 matches body text at ingest scale.")

@@ -1,0 +1,469 @@
+"""The page store: one Qdrant point per page, the page's whole token set in the multivector `tokens`.
+
+`tokens` holds the encoder's values exactly (Dot, never normalized: Qdrant rescales Cosine vectors on write,
+and the decoder needs them raw). Ranking by raw dot products lets a few long tokens win every comparison -
+with it a page does not even find itself first - so MaxSim runs on `unit`, the same tokens at unit length.
+
+Two engines, one schema: the embedded qdrant-edge shard (default, no server) and qdrant-client (a Qdrant
+server, or its in-process mode). Both keep a record of the model the collection was built with, as a point
+of its own, so a server shared by several machines refuses a mismatched model too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from config import Settings
+from core.model import ModelIdentity
+
+TOKENS = "tokens"  # the exact token set, as the decoder consumes it
+UNIT = "unit"  # the same tokens scaled to unit length: what MaxSim ranks by
+SCHEMA_VERSION = 1
+# Payload kept out of search results: it only matters when tokens are read back for decoding.
+PATCH_FIELD = "token_patch"
+META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
+INDEXED_FIELDS = ("doc_id", "source")
+FLOAT16_MAX = 65504.0
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (unreachable, locked, or built for another model)."""
+
+
+class ModelMismatchError(StoreError):
+    pass
+
+
+@dataclass
+class PagePoint:
+    """A page as stored: its id, payload and (when asked for) its exact token set."""
+
+    point_id: str
+    payload: dict[str, Any]
+    tokens: np.ndarray | None = None  # float32 holding the encoder's exact values, shape [n, dim]
+    score: float | None = None
+
+
+@dataclass
+class StorageForm:
+    """Tokens as the store holds them: float16 values plus the few entries float16 cannot hold exactly."""
+
+    vectors: np.ndarray
+    patch: dict[str, list] = field(default_factory=dict)
+
+
+def to_storage(tokens: np.ndarray) -> StorageForm:
+    """Float16 keeps a bfloat16 value exactly when it lies in float16's normal range; the rare values
+    outside it (tiny magnitudes, or beyond 65504) are kept verbatim in a patch so decoding stays exact."""
+    exact = np.asarray(tokens, dtype=np.float32)
+    half = np.clip(exact, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+    wrong = np.flatnonzero(half.astype(np.float32) != exact)
+    patch = {"i": wrong.tolist(), "v": exact.ravel()[wrong].tolist()} if wrong.size else {}
+    return StorageForm(vectors=half, patch=patch)
+
+
+def unit_rows(tokens: np.ndarray) -> np.ndarray:
+    x = np.asarray(tokens, dtype=np.float32)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float16)
+
+
+def from_storage(vectors: Any, patch: dict | None) -> np.ndarray:
+    arr = np.asarray(vectors, dtype=np.float32).copy()
+    if patch:
+        arr.ravel()[np.asarray(patch["i"], dtype=np.int64)] = np.asarray(patch["v"], dtype=np.float32)
+    return arr
+
+
+class PageStore(ABC):
+    """What ingest, search and decode need from Qdrant, whichever engine holds the collection."""
+
+    collection: str
+
+    # -- collection record -----------------------------------------------------------------------------------
+
+    def bind(self, identity: ModelIdentity, create: bool = True) -> None:
+        """Create the collection for `identity`, or check that it was built with exactly that model."""
+        record = self.record()
+        if record is None:
+            if not create:
+                raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
+            self._create(identity.dim)
+            self._write_record(
+                {
+                    "kind": "collection",
+                    "schema": SCHEMA_VERSION,
+                    "model": identity.model,
+                    "revision": identity.revision,
+                    "dim": identity.dim,
+                    "created_at": _now(),
+                }
+            )
+            return
+        built = ModelIdentity(record["model"], record["revision"], int(record["dim"]))
+        if built != identity:
+            raise ModelMismatchError(
+                f"collection {self.collection!r} was built with {_describe(built)}; "
+                f"the configured model is {_describe(identity)}. Tokens from one checkpoint are never searched "
+                "or decoded with another: set TOKENDIRECT_MODEL back, or use another TOKENDIRECT_COLLECTION."
+            )
+
+    def record(self) -> dict | None:
+        """The collection's record (model, revision, dim), or None when the collection does not exist."""
+        if not self._exists():
+            return None
+        found = self._retrieve([META_ID], with_tokens=False)
+        if not found:
+            raise StoreError(f"collection {self.collection!r} exists but was not made by token-direct")
+        return found[0].payload
+
+    # -- pages -----------------------------------------------------------------------------------------------
+
+    def upsert(self, points: list[PagePoint]) -> None:
+        ready = []
+        for p in points:
+            form = to_storage(p.tokens)
+            payload = dict(p.payload)
+            if form.patch:
+                payload[PATCH_FIELD] = form.patch
+            ready.append((p.point_id, {TOKENS: form.vectors, UNIT: unit_rows(p.tokens)}, payload))
+        if ready:
+            self._upsert(ready)
+
+    def existing(self, point_ids: Iterable[str]) -> set[str]:
+        ids = list(point_ids)
+        return {p.point_id for p in self._retrieve(ids, with_tokens=False)} if ids else set()
+
+    def get(self, point_id: str, with_tokens: bool = True) -> PagePoint | None:
+        try:
+            point_id = str(uuid.UUID(point_id))
+        except ValueError:
+            return None  # not a point id at all, so no such page
+        found = self._retrieve([point_id], with_tokens=with_tokens)
+        if not found or found[0].payload.get("kind") == "collection":
+            return None
+        return found[0]
+
+    def search(self, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> list[PagePoint]:
+        query = np.asarray(tokens, dtype=np.float32)
+        return self._query(query, limit, doc_id)
+
+    @abstractmethod
+    def count(self, doc_id: str | None = None) -> int: ...
+
+    @abstractmethod
+    def documents(self) -> dict[str, int]:
+        """doc_id -> number of stored pages."""
+
+    @abstractmethod
+    def delete_document(self, doc_id: str) -> None: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "PageStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- engine specifics ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _exists(self) -> bool: ...
+
+    @abstractmethod
+    def _create(self, dim: int) -> None: ...
+
+    @abstractmethod
+    def _write_record(self, payload: dict) -> None: ...
+
+    @abstractmethod
+    def _upsert(self, rows: list[tuple[str, dict[str, np.ndarray], dict]]) -> None: ...
+
+    @abstractmethod
+    def _retrieve(self, ids: list[str], with_tokens: bool) -> list[PagePoint]: ...
+
+    @abstractmethod
+    def _query(self, tokens: np.ndarray, limit: int, doc_id: str | None) -> list[PagePoint]: ...
+
+
+def _point(pid: Any, payload: dict | None, vector: Any = None, score: float | None = None) -> PagePoint:
+    payload = dict(payload or {})
+    patch = payload.pop(PATCH_FIELD, None)
+    tokens = None
+    if isinstance(vector, dict) and vector.get(TOKENS) is not None:
+        tokens = from_storage(vector[TOKENS], patch)
+    return PagePoint(point_id=str(pid), payload=payload, tokens=tokens, score=score)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Embedded engine
+
+
+class EdgeStore(PageStore):
+    """A qdrant-edge shard on local disk. One process holds it at a time."""
+
+    def __init__(self, path: Path, collection: str):
+        self.collection = collection
+        self.path = Path(path)
+        self._shard = None
+
+    @property
+    def shard(self):
+        if self._shard is None and self._exists():
+            self._shard = self._open()
+        return self._shard
+
+    def _open(self):
+        import qdrant_edge as q
+
+        try:
+            return q.EdgeShard.load(str(self.path))
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise StoreError(
+                    f"the embedded store {self.path} is in use by another process; wait for it to finish, "
+                    "or run a Qdrant server (TOKENDIRECT_QDRANT_URL) for concurrent access"
+                ) from None
+            raise StoreError(f"cannot open the embedded store {self.path}: {exc}") from None
+
+    def _exists(self) -> bool:
+        return self._shard is not None or (self.path / "edge_config.json").exists() or (self.path / "wal").exists()
+
+    def _create(self, dim: int) -> None:
+        import qdrant_edge as q
+
+        def multivector(distance):
+            return q.EdgeVectorParams(
+                size=dim,
+                distance=distance,
+                multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim),
+                datatype=q.VectorStorageDatatype.Float16,
+                hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1),  # m=0: no graph
+                memory=q.Memory.Cold,  # on disk, paged in on use
+            )
+
+        config = q.EdgeConfig(vectors={name: multivector(q.Distance.Dot) for name in (TOKENS, UNIT)})
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._shard = q.EdgeShard.create(str(self.path), config)
+        for name in INDEXED_FIELDS:
+            self._shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword))
+
+    def _write_record(self, payload: dict) -> None:
+        import qdrant_edge as q
+
+        self.shard.update(q.UpdateOperation.upsert_points([q.Point(META_ID, {}, payload)]))
+        self.shard.flush()
+
+    def _upsert(self, rows) -> None:
+        import qdrant_edge as q
+
+        points = [q.Point(pid, {k: v.tolist() for k, v in vecs.items()}, payload) for pid, vecs, payload in rows]
+        self.shard.update(q.UpdateOperation.upsert_points(points))
+        self.shard.flush()
+
+    def _retrieve(self, ids, with_tokens):
+        if self.shard is None:
+            return []
+        recs = self.shard.retrieve(ids, with_payload=True, with_vector=[TOKENS] if with_tokens else False)
+        return [_point(r.id, r.payload, r.vector) for r in recs]
+
+    def _query(self, tokens, limit, doc_id):
+        import qdrant_edge as q
+
+        request = q.QueryRequest(
+            limit=limit,
+            query=q.Query.Nearest(unit_rows(tokens).astype(np.float32).tolist(), using=UNIT),
+            filter=self._filter(doc_id),
+            with_payload=q.PayloadSelector.Exclude([PATCH_FIELD]),
+        )
+        return [_point(p.id, p.payload, score=p.score) for p in self.shard.query(request)]
+
+    @staticmethod
+    def _filter(doc_id: str | None):
+        import qdrant_edge as q
+
+        must = [q.HasVectorCondition(TOKENS)]
+        if doc_id:
+            must.append(q.FieldCondition(key="doc_id", match=q.MatchValue(doc_id)))
+        return q.Filter(must=must)
+
+    def count(self, doc_id=None) -> int:
+        import qdrant_edge as q
+
+        if self.shard is None:
+            return 0
+        return self.shard.count(q.CountRequest(exact=True, filter=self._filter(doc_id)))
+
+    def documents(self) -> dict[str, int]:
+        import qdrant_edge as q
+
+        if self.shard is None:
+            return {}
+        response = self.shard.facet(q.FacetRequest(key="doc_id", limit=1_000_000, exact=True))
+        return {h.value: h.count for h in response.hits}
+
+    def delete_document(self, doc_id: str) -> None:
+        import qdrant_edge as q
+
+        if self.shard is None:
+            return
+        self.shard.update(
+            q.UpdateOperation.delete_points_by_filter(
+                q.Filter(must=[q.FieldCondition(key="doc_id", match=q.MatchValue(doc_id))])
+            )
+        )
+        self.shard.flush()
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Qdrant server (or qdrant-client's in-process mode)
+
+
+class ClientStore(PageStore):
+    """A collection on a Qdrant server through qdrant-client; `:memory:` runs the same API in-process."""
+
+    def __init__(self, client, collection: str, where: str):
+        self.client = client
+        self.collection = collection
+        self.where = where
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, collection: str) -> "ClientStore":
+        from qdrant_client import QdrantClient
+
+        if url == ":memory:":
+            client = QdrantClient(location=":memory:")
+        else:
+            client = QdrantClient(url=url, api_key=api_key, timeout=30)
+        store = cls(client, collection, url)
+        store._call(client.get_collections)  # fail now, clearly, if the server cannot be reached
+        return store
+
+    def _call(self, fn, *args, **kwargs):
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            return fn(*args, **kwargs)
+        except UnexpectedResponse as exc:
+            if exc.status_code in (401, 403):
+                raise StoreError(f"the Qdrant server at {self.where} refused the API key (HTTP {exc.status_code})")
+            raise StoreError(f"the Qdrant server at {self.where} answered HTTP {exc.status_code}") from None
+        except (ResponseHandlingException, ConnectionError, TimeoutError, OSError) as exc:
+            raise StoreError(f"cannot reach the Qdrant server at {self.where}: {type(exc).__name__}") from None
+
+    def _exists(self) -> bool:
+        return bool(self._call(self.client.collection_exists, self.collection))
+
+    def _create(self, dim: int) -> None:
+        from qdrant_client import models as m
+
+        multivector = m.VectorParams(
+            size=dim,
+            distance=m.Distance.DOT,
+            multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+            datatype=m.Datatype.FLOAT16,
+            hnsw_config=m.HnswConfigDiff(m=0),
+            on_disk=True,
+        )
+        self._call(
+            self.client.create_collection,
+            self.collection,
+            vectors_config={name: multivector for name in (TOKENS, UNIT)},
+        )
+        if self.where == ":memory:":
+            return  # the in-process engine has no payload indexes (it filters by scanning)
+        for name in INDEXED_FIELDS:
+            self._call(
+                self.client.create_payload_index, self.collection, name, field_schema=m.PayloadSchemaType.KEYWORD
+            )
+
+    def _write_record(self, payload: dict) -> None:
+        from qdrant_client import models as m
+
+        self._call(self.client.upsert, self.collection, [m.PointStruct(id=META_ID, vector={}, payload=payload)])
+
+    def _upsert(self, rows) -> None:
+        from qdrant_client import models as m
+
+        points = [
+            m.PointStruct(id=pid, vector={k: v.tolist() for k, v in vecs.items()}, payload=payload)
+            for pid, vecs, payload in rows
+        ]
+        self._call(self.client.upsert, self.collection, points, wait=True)
+
+    def _retrieve(self, ids, with_tokens):
+        recs = self._call(
+            self.client.retrieve, self.collection, ids, with_payload=True, with_vectors=[TOKENS] if with_tokens else False
+        )
+        return [_point(r.id, r.payload, r.vector) for r in recs]
+
+    def _filter(self, doc_id):
+        from qdrant_client import models as m
+
+        must = [m.HasVectorCondition(has_vector=TOKENS)]
+        if doc_id:
+            must.append(m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id)))
+        return m.Filter(must=must)
+
+    def _query(self, tokens, limit, doc_id):
+        from qdrant_client import models as m
+
+        res = self._call(
+            self.client.query_points,
+            self.collection,
+            query=unit_rows(tokens).astype(np.float32).tolist(),
+            using=UNIT,
+            limit=limit,
+            query_filter=self._filter(doc_id),
+            with_payload=m.PayloadSelectorExclude(exclude=[PATCH_FIELD]),
+        )
+        return [_point(p.id, p.payload, score=p.score) for p in res.points]
+
+    def count(self, doc_id=None) -> int:
+        if not self._exists():
+            return 0
+        return self._call(self.client.count, self.collection, count_filter=self._filter(doc_id), exact=True).count
+
+    def documents(self) -> dict[str, int]:
+        if not self._exists():
+            return {}
+        res = self._call(self.client.facet, self.collection, key="doc_id", limit=1_000_000, exact=True)
+        return {h.value: h.count for h in res.hits}
+
+    def delete_document(self, doc_id: str) -> None:
+        from qdrant_client import models as m
+
+        selector = m.Filter(must=[m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id))])
+        self._call(self.client.delete, self.collection, points_selector=selector, wait=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_store(settings: Settings | None = None) -> PageStore:
+    """The store the settings name: a server or in-process client when QDRANT_URL is set, else the shard."""
+    s = settings or Settings()
+    if s.qdrant_url:
+        return ClientStore.connect(s.qdrant_url, s.qdrant_api_key or None, s.collection)
+    return EdgeStore(Path(s.data_dir) / "qdrant" / s.collection, s.collection)
+
+
+def _describe(identity: ModelIdentity) -> str:
+    return f"model {identity.model!r} (revision {identity.revision}, dimension {identity.dim})"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,148 @@
+"""Ingest: documents -> page images -> vision tokens -> one Qdrant point per page.
+
+    from ingest import Ingestor
+    report = Ingestor.from_settings().ingest(["docs/"])
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from config import Settings
+from core.model import OcrModel
+from core.pages import InputError, Page, count_pages, discover, file_digest, point_id, render_pages
+from core.store import PagePoint, PageStore, open_store
+from core.tensors import to_numpy
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    pages_added: int = 0
+    pages_skipped: int = 0
+    documents_added: list[str] = field(default_factory=list)
+    documents_skipped: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Ingestor:
+    def __init__(self, model: OcrModel, store: PageStore, settings: Settings | None = None):
+        self.model = model
+        self.store = store
+        self.settings = settings or Settings()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "Ingestor":
+        s = settings or Settings()
+        return cls(OcrModel.from_settings(s), open_store(s), s)
+
+    def ingest(self, paths: Iterable[str | Path], progress: bool | None = None) -> IngestReport:
+        """Store every page of every supported file under `paths`. Files already stored are skipped; a file
+        that fails is named in the report with its reason and leaves the store as it was."""
+        report = IngestReport()
+        files, missing = discover(list(paths))
+        report.failures.extend(Failure(p, r) for p, r in missing)
+        if not files:
+            return report
+        self.store.bind(self.model.identity)
+
+        plans = []
+        for path in files:
+            try:
+                doc_id = file_digest(path)
+                n = count_pages(path)
+            except (InputError, OSError) as exc:
+                report.failures.append(Failure(str(path), _reason(exc)))
+                continue
+            ids = [point_id(doc_id, k) for k in range(1, n + 1)]
+            done = self.store.existing(ids)
+            if len(done) == n:
+                report.pages_skipped += n
+                report.documents_skipped.append(str(path))
+            else:
+                plans.append((path, doc_id, n, done))
+
+        total = sum(n - len(done) for _, _, n, done in plans)
+        # disable=None: the bar shows on a terminal and stays silent in logs and pipes.
+        bar = tqdm(total=total, unit="page", file=sys.stderr, disable=None if progress is None else not progress)
+        with bar:
+            for path, doc_id, n, done in plans:
+                try:
+                    added = self._ingest_document(path, doc_id, done, bar)
+                except (InputError, OSError) as exc:
+                    if not done:  # leave no partial document behind
+                        self.store.delete_document(doc_id)
+                    report.failures.append(Failure(str(path), _reason(exc)))
+                    continue
+                report.pages_added += added
+                report.pages_skipped += len(done)
+                report.documents_added.append(str(path))
+        return report
+
+    def _ingest_document(self, path: Path, doc_id: str, done: set[str], bar: tqdm) -> int:
+        added = 0
+        batch: list[Page] = []
+        for page in render_pages(path, doc_id, self.settings.pdf_dpi):
+            if page.point_id in done:
+                continue
+            batch.append(page)
+            if len(batch) == self.settings.batch_size:
+                added += self._store_batch(batch, path)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            added += self._store_batch(batch, path)
+            bar.update(len(batch))
+        return added
+
+    def _store_batch(self, pages: list[Page], path: Path) -> int:
+        tokens = self.model.encode_pages([p.image for p in pages], batch_size=self.settings.batch_size)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        points = [
+            PagePoint(
+                point_id=page.point_id,
+                tokens=to_numpy(t),
+                payload={
+                    "doc_id": page.doc_id,
+                    "source": str(path.resolve()),
+                    "file_name": path.name,
+                    "page": page.page,
+                    "pages": page.pages,
+                    "width": page.image.width,
+                    "height": page.image.height,
+                    "n_tokens": int(t.shape[0]),
+                    "model": self.model.name,
+                    "ingested_at": now,
+                },
+            )
+            for page, t in zip(pages, tokens)
+        ]
+        self.store.upsert(points)
+        return len(points)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, InputError):
+        return str(exc)
+    return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+
+
+__all__ = ["Ingestor", "IngestReport", "Failure"]

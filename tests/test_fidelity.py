@@ -1,0 +1,76 @@
+"""Token-direct fidelity: decoding from stored tokens equals decoding from the page's pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.store import PagePoint, from_storage, to_storage
+from core.tensors import to_numpy
+from decode import Decoder
+from ingest import Ingestor
+
+from .conftest import page_image
+
+# A tall page is cut into local tiles (6 for 1200x1600); a small one is encoded as a single global view.
+PAGES = {
+    "tiled": ((1200, 1600), 1121),
+    "single-view": ((700, 500), 257),
+}
+
+
+@pytest.mark.parametrize("kind", PAGES)
+def test_decode_from_stored_tokens_matches_decoding_the_pixels(kind, backend_settings, tmp_path):
+    size, expected_tokens = PAGES[kind]
+    image = page_image(["Quarterly statement", "Balance 1,024.50", "Thank you"], size=size)
+    path = tmp_path / f"{kind}.png"
+    image.save(path)
+
+    ingestor = Ingestor.from_settings(backend_settings)
+    report = ingestor.ingest([path])
+    assert report.pages_added == 1 and report.ok
+
+    decoder = Decoder(ingestor.model, ingestor.store, backend_settings)
+    assert decoder.model.dtype == torch.bfloat16
+    (point,) = [p for p in ingestor.store.search(to_numpy(ingestor.model.encode_pages([image])[0]), 1)]
+    assert point.payload["n_tokens"] == expected_tokens
+
+    # The stored tokens are the encoder's bfloat16 output, bit for bit.
+    encoded = ingestor.model.encode_pages([image])[0]
+    stored = decoder.tokens(point.point_id)
+    assert stored.shape == (expected_tokens, ingestor.model.dim)
+    assert torch.equal(stored, encoded)
+
+    from_tokens = decoder.decode(point.point_id)
+    from_pixels = decoder.decode_image(image)
+    assert from_tokens == from_pixels
+    assert from_tokens  # the tiny model always emits something in 12 new tokens
+    ingestor.store.close()
+
+
+def test_float16_storage_keeps_every_bfloat16_value():
+    """Values outside float16's normal range (tiny or huge) ride in the patch; the rest are exact in float16."""
+    rng = np.random.default_rng(0)
+    values = torch.from_numpy(rng.normal(size=(300, 64)).astype(np.float32)).to(torch.bfloat16)
+    values[0, :4] = torch.tensor([3e-7, -1e-6, 70000.0, -1e30]).to(torch.bfloat16)
+    exact = to_numpy(values)
+    form = to_storage(exact)
+    assert form.vectors.dtype == np.float16
+    assert set(form.patch["i"]) >= {0, 1, 2, 3}
+    assert len(form.patch["i"]) < 0.01 * exact.size
+    restored = from_storage(form.vectors.astype(np.float32), form.patch)
+    assert np.array_equal(restored, exact)
+    assert torch.equal(torch.from_numpy(restored).to(torch.bfloat16), values)
+
+
+def test_store_round_trip_is_exact(store, model):
+    values = model.encode_pages([page_image(["Round trip"], size=(600, 800))])[0]
+    exact = to_numpy(values)
+    exact[0, :2] = [1e-7, 2e-6]  # force entries float16 cannot hold
+    store.bind(model.identity)
+    pid = "5f0e6c1a-3c43-5d0e-9f7a-111111111111"
+    store.upsert([PagePoint(pid, {"doc_id": "d", "source": "s", "page": 1}, exact)])
+    back = store.get(pid)
+    assert np.array_equal(back.tokens, exact)
+    assert "token_patch" not in back.payload
