@@ -1,0 +1,156 @@
+"""Bad inputs through `tokendirect ingest`: each bad file is named with its reason, the good page is still stored.
+
+One folder holds a good PNG page and every kind of bad file; a `.txt` is passed explicitly besides. The CLI runs
+in a subprocess three times for the whole module (each run loads the tiny model): ingest --json, the same ingest
+again (plain text output), and info --json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from .conftest import page_image, write_pdf
+
+CLI = [sys.executable, "-c", "from cli import main; main()"]
+
+
+def run_cli(args, env, cwd) -> subprocess.CompletedProcess:
+    """Run `tokendirect ARGS...` in a subprocess; it must never print a traceback, whatever the exit code."""
+    proc = subprocess.run(
+        [*CLI, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def cli_env(model_dir: Path, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENDIRECT_")}
+    env.update(
+        TOKENDIRECT_MODEL=str(model_dir),
+        TOKENDIRECT_DATA_DIR=str(data_dir),
+        TOKENDIRECT_DEVICE="cpu",
+        TOKENDIRECT_MAX_NEW_TOKENS="8",
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+def _encrypted_pdf(path: Path, valid: Path) -> None:
+    writer = PdfWriter()
+    for page in PdfReader(valid).pages:
+        writer.add_page(page)
+    writer.encrypt("secret")
+    with open(path, "wb") as f:
+        writer.write(f)
+
+
+def _zero_page_pdf(path: Path, valid: Path) -> None:
+    with open(path, "wb") as f:
+        PdfWriter().write(f)
+
+
+def _truncated_pdf(path: Path, valid: Path) -> None:
+    data = valid.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# name -> (how to write it, a word its reason must contain, or None when any non-empty reason will do)
+BAD_FILES = {
+    "corrupt.pdf": (lambda p, v: p.write_bytes(b"%PDF-1.7\n" + random.Random(0).randbytes(4096)), None),
+    "truncated.pdf": (_truncated_pdf, None),
+    "empty.pdf": (lambda p, v: p.write_bytes(b""), "empty"),
+    "encrypted.pdf": (_encrypted_pdf, "encrypt"),
+    "no-pages.pdf": (_zero_page_pdf, None),
+    "text-bytes.png": (lambda p, v: p.write_bytes(b"this is plain text, not an image\n" * 20), None),
+}
+# Passed explicitly on the command line (a folder walk would just skip it).
+UNSUPPORTED = "notes.txt"
+ALL_BAD = [*BAD_FILES, UNSUPPORTED]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    folder = root / "inbox"
+    folder.mkdir()
+    page_image(["Good page", "It is stored"]).save(folder / "good.png")
+    valid = write_pdf(root / "valid.pdf", [["First page"], ["Second page"]])
+    paths = {}
+    for name, (write, _) in BAD_FILES.items():
+        write(folder / name, valid)
+        paths[name] = folder / name
+    paths[UNSUPPORTED] = root / UNSUPPORTED
+    paths[UNSUPPORTED].write_text("plain text is not a document\n")
+
+    env = cli_env(tiny_model_dir, root / "data")
+    args = ["ingest", folder, paths[UNSUPPORTED]]
+    first = run_cli([*args, "--json"], env, root)
+    again = run_cli(args, env, root)
+    info = run_cli(["info", "--json"], env, root)
+    return SimpleNamespace(paths=paths, good=folder / "good.png", first=first, again=again, info=info)
+
+
+def _failures(report: dict) -> dict[Path, str]:
+    return {Path(f["path"]).resolve(): f["reason"] for f in report["failures"]}
+
+
+def _lines_naming(output: str, path: Path) -> list[str]:
+    return [line for line in output.splitlines() if str(path) in line]
+
+
+def test_partial_failure_exits_1_and_prints_one_json_document(run):
+    assert run.first.returncode == 1, run.first.stderr
+    report = json.loads(run.first.stdout)
+    assert report["pages_added"] == 1
+    assert [Path(p).resolve() for p in report["documents_added"]] == [run.good.resolve()]
+    assert len(report["failures"]) == len(ALL_BAD)
+
+
+@pytest.mark.parametrize("name", ALL_BAD)
+def test_json_report_names_each_bad_file_with_a_reason(run, name):
+    failures = _failures(json.loads(run.first.stdout))
+    path = run.paths[name].resolve()
+    assert path in failures, f"{name} missing from failures: {failures}"
+    reason = failures[path]
+    assert reason.strip() and "\n" not in reason
+    expected = BAD_FILES[name][1] if name in BAD_FILES else "unsupported"
+    if expected:
+        assert expected in reason.lower(), reason
+
+
+@pytest.mark.parametrize("name", ALL_BAD)
+def test_output_names_each_bad_file_on_one_line(run, name):
+    """--json keeps stdout for the report and names each failure on stderr; plain output names it on stdout."""
+    path = run.paths[name]
+    reason = _failures(json.loads(run.first.stdout))[path.resolve()]
+    for output in (run.first.stderr, run.again.stdout):
+        lines = _lines_naming(output, path)
+        assert len(lines) == 1, output
+        assert reason in lines[0]
+
+
+def test_good_page_is_stored_and_not_reported(run):
+    assert run.good.resolve() not in _failures(json.loads(run.first.stdout))
+    assert not _lines_naming(run.first.stderr + run.again.stdout, run.good)
+    assert run.info.returncode == 0, run.info.stderr
+    info = json.loads(run.info.stdout)
+    assert info["points"] == 1
+    assert info["documents"] == 1
+
+
+def test_rerun_stores_nothing_new(run):
+    assert run.again.returncode == 1, run.again.stderr
+    summary = run.again.stdout.splitlines()[0]
+    assert summary.startswith("added 0 pages"), summary
+    assert "skipped 1 pages" in summary, summary
+    # info ran after both ingests: still just the good page.
+    assert json.loads(run.info.stdout)["points"] == 1

@@ -1,0 +1,220 @@
+"""The `tokendirect` command end to end, in subprocesses, on the five-page test documents with the tiny model.
+
+The folder is ingested once for the module (the `docs` fixture is function-scoped, so the module builds the same
+folder with the same helpers); every test then runs its own commands against that store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from .conftest import page_image, write_pdf
+
+CLI = [sys.executable, "-c", "from cli import main; main()"]
+MISSING_POINT = "00000000-0000-0000-0000-000000000000"
+HIT_FIELDS = {"point_id", "doc_id", "source", "page", "score"}
+
+
+def run_cli(args, env, cwd, command=CLI) -> subprocess.CompletedProcess:
+    """Run `tokendirect ARGS...` (or `command ARGS...`) in a subprocess; never a traceback, whatever the exit code."""
+    proc = subprocess.run(
+        [*command, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
+def cli_env(model_dir: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENDIRECT_")}
+    env.update(
+        TOKENDIRECT_MODEL=str(model_dir),
+        TOKENDIRECT_DATA_DIR=str(data_dir),
+        TOKENDIRECT_DEVICE="cpu",
+        TOKENDIRECT_MAX_NEW_TOKENS="8",
+        HF_HUB_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def ok_json(proc: subprocess.CompletedProcess):
+    """Exit 0 and the whole of stdout is one JSON document."""
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def usage_error(proc: subprocess.CompletedProcess) -> str:
+    """Exit 2 with exactly one `error:` line on stderr (other stderr lines are progress bars); returns it."""
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    errors = [line for line in proc.stderr.splitlines() if line.lower().startswith("error")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_docs(folder: Path) -> Path:
+    """The same folder as conftest's `docs`: a two-page PDF, a PNG and a two-frame TIFF (three documents)."""
+    folder.mkdir()
+    write_pdf(folder / "report.pdf", [["Annual report", "Revenue grew"], ["Outlook", "Risks ahead"]])
+    page_image(["Invoice 42", "Total due 1,420"]).save(folder / "invoice.png")
+    frames = [page_image(["Field notes", "gauge 7"]), page_image(["Heron colony", "48 nests"])]
+    frames[0].save(folder / "notes.tiff", save_all=True, append_images=frames[1:])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("cli")
+    docs = make_docs(root / "docs")
+    env = cli_env(tiny_model_dir, root / "data")
+    first = run_cli(["ingest", docs, "--json"], env, root)
+    second = run_cli(["ingest", docs, "--json"], env, root)
+    doc_ids = {sha256(p): p.resolve() for p in docs.iterdir()}
+    return SimpleNamespace(
+        root=root, docs=docs, env=env, first=first, second=second, doc_ids=doc_ids, invoice=docs / "invoice.png"
+    )
+
+
+@pytest.fixture(scope="module")
+def invoice_hit(lib) -> dict:
+    """The top hit for "Invoice", decoded (search --decode)."""
+    found = ok_json(run_cli(["search", "Invoice", "--decode", "--json", "--top-k", "1"], lib.env, lib.root))
+    (hit,) = found["hits"]
+    return hit
+
+
+def test_ingest_stores_every_page(lib):
+    report = ok_json(lib.first)
+    assert report["pages_added"] == 5
+    assert report["pages_skipped"] == 0
+    assert report["failures"] == []
+    assert sorted(Path(p).name for p in report["documents_added"]) == ["invoice.png", "notes.tiff", "report.pdf"]
+
+
+def test_second_ingest_adds_nothing(lib):
+    report = ok_json(lib.second)
+    assert report["pages_added"] == 0
+    assert report["pages_skipped"] == 5
+    assert report["documents_added"] == []
+    assert len(report["documents_skipped"]) == 3
+
+
+def test_python_m_ingest_is_tokendirect_ingest(lib):
+    proc = run_cli([lib.docs, "--json"], lib.env, lib.root, command=[sys.executable, "-m", "ingest"])
+    assert ok_json(proc) == ok_json(lib.second)
+
+
+@pytest.mark.parametrize("stage", ["search", "decode"])
+def test_python_m_other_stages_run_the_cli(lib, stage):
+    proc = run_cli(["--help"], lib.env, lib.root, command=[sys.executable, "-m", stage])
+    assert proc.returncode == 0, proc.stderr
+    assert f"python -m {stage}" in proc.stdout
+
+
+def test_info(lib, tiny_model_dir):
+    info = ok_json(run_cli(["info", "--json"], lib.env, lib.root))
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert info["collection"] == "pages"
+    assert info["model"] == str(tiny_model_dir)
+    assert info["dimension"] == config["text_config"]["hidden_size"]
+    assert info["points"] == 5
+    assert info["documents"] == 3
+
+
+def test_search_returns_ranked_hits(lib):
+    found = ok_json(run_cli(["search", "Invoice", "--json", "--top-k", "3"], lib.env, lib.root))
+    hits = found["hits"]
+    assert len(hits) == 3
+    for hit in hits:
+        assert HIT_FIELDS <= hit.keys(), hit
+        assert Path(hit["source"]).resolve() == lib.doc_ids[hit["doc_id"]]  # doc_id = sha256 of the file
+        assert hit["page"] >= 1
+        assert isinstance(hit["score"], float)
+    assert len({h["point_id"] for h in hits}) == 3
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_decode_gives_text(invoice_hit):
+    assert HIT_FIELDS <= invoice_hit.keys()
+    assert isinstance(invoice_hit["text"], str)
+
+
+def test_decode_point(lib, invoice_hit):
+    decoded = ok_json(run_cli(["decode", invoice_hit["point_id"], "--json"], lib.env, lib.root))
+    assert isinstance(decoded["text"], str)
+    assert decoded["point_id"] == invoice_hit["point_id"]
+    assert decoded["doc_id"] == invoice_hit["doc_id"]
+    assert decoded["page"] == invoice_hit["page"]
+    # Same stored tokens, same greedy decoder: the same text as search --decode.
+    assert decoded["text"] == invoice_hit["text"]
+
+
+@pytest.mark.parametrize("point", [MISSING_POINT, "not-a-uuid"])
+def test_decode_unknown_point_is_a_usage_error(lib, point):
+    proc = run_cli(["decode", point], lib.env, lib.root)
+    assert point in usage_error(proc)
+    assert proc.stdout == ""
+
+
+def test_search_without_a_query_is_a_usage_error(lib):
+    usage_error(run_cli(["search"], lib.env, lib.root))
+
+
+def test_search_by_image(lib):
+    found = ok_json(run_cli(["search", "--image", lib.invoice, "--json", "--top-k", "5"], lib.env, lib.root))
+    hits = found["hits"]
+    assert len(hits) == 5
+    assert all(HIT_FIELDS <= h.keys() for h in hits)
+    # The query is the invoice page itself: encoded exactly as it was at ingest, it must find that page.
+    assert sha256(lib.invoice) in {h["doc_id"] for h in hits}
+
+
+def test_search_filtered_by_document(lib):
+    invoice_id = sha256(lib.invoice)
+    found = ok_json(run_cli(["search", "x", "--doc", invoice_id, "--json", "--top-k", "5"], lib.env, lib.root))
+    hits = found["hits"]
+    assert len(hits) == 1  # the invoice has one page; the other four are filtered out
+    assert all(h["doc_id"] == invoice_id for h in hits)
+
+
+@pytest.mark.parametrize("command", ["ingest", "search", "decode"])
+def test_missing_model_directory_is_a_usage_error(lib, command):
+    missing = lib.root / "no-such-model"
+    args = {"ingest": [lib.invoice], "search": ["x"], "decode": [MISSING_POINT]}[command]
+    proc = run_cli([command, *args], cli_env(missing, lib.root / "data"), lib.root)
+    line = usage_error(proc)
+    assert "model" in line.lower()
+    assert str(missing) in line
+
+
+@pytest.mark.parametrize("command", ["ingest", "search", "decode"])
+def test_another_checkpoint_is_refused(lib, tiny_model_dir, other_model_dir, command):
+    args = {"ingest": [lib.invoice], "search": ["x"], "decode": [MISSING_POINT]}[command]
+    proc = run_cli([command, *args], cli_env(other_model_dir, lib.root / "data"), lib.root)
+    line = usage_error(proc)
+    assert str(tiny_model_dir) in line
+    assert str(other_model_dir) in line
+
+
+def test_make_test_model_writes_a_loadable_checkpoint(tmp_path):
+    from core.model import OcrModel
+
+    target = tmp_path / "made"
+    proc = run_cli(["make-test-model", target], cli_env(tmp_path / "unused", tmp_path / "data"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "config.json").is_file()
+    model = OcrModel(str(target), device="cpu").load()
+    assert model.config.model_type == "deepseek_ocr2"
+    assert model.dim == model.config.text_config.hidden_size

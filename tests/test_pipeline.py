@@ -1,0 +1,147 @@
+"""Ingest -> store -> search -> decode through the Python API, on both store engines."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from config import Settings
+from core.model import OcrModel
+from core.pages import point_id, render_pages
+from core.render import CANVAS_WIDTH, render_query
+from core.store import ModelMismatchError, StoreError, open_store
+from decode import Decoder, PointNotFoundError
+from ingest import Ingestor
+from search import Searcher
+
+PAYLOAD_FIELDS = {"doc_id", "source", "page", "pages", "width", "height", "n_tokens", "model", "ingested_at"}
+
+
+@pytest.fixture
+def ingested(backend_settings, docs):
+    ingestor = Ingestor.from_settings(backend_settings)
+    report = ingestor.ingest([docs])
+    yield ingestor, report
+    ingestor.store.close()
+
+
+def test_every_page_becomes_one_point_with_its_payload(ingested, docs):
+    ingestor, report = ingested
+    assert report.ok and report.pages_added == 5 and report.pages_skipped == 0
+    assert len(report.documents_added) == 3
+    store = ingestor.store
+    assert store.count() == 5
+
+    pdf = docs / "report.pdf"
+    doc_id = hashlib.sha256(pdf.read_bytes()).hexdigest()
+    assert store.documents()[doc_id] == 2
+    for page in (1, 2):
+        pid = str(uuid.uuid5(uuid.UUID("6f1c1f3e-8f0a-5d9c-9b7e-2a4d5c6b7e80"), f"{doc_id}:{page}"))
+        assert pid == point_id(doc_id, page)
+        point = store.get(pid, with_tokens=True)
+        assert PAYLOAD_FIELDS <= set(point.payload)
+        assert point.payload["page"] == page and point.payload["pages"] == 2
+        assert point.payload["source"] == str(pdf.resolve())
+        assert point.payload["model"] == ingestor.model.name
+        assert point.tokens.shape == (point.payload["n_tokens"], ingestor.model.dim)
+        # PDFs are rasterized so the long side is the processor's 1024 px global view.
+        assert max(point.payload["width"], point.payload["height"]) == 1024
+
+
+def test_reingesting_changes_nothing(ingested, docs):
+    ingestor, _ = ingested
+    before = {pid: ingestor.store.get(pid, with_tokens=False).payload for pid in _all_ids(ingestor, docs)}
+    again = ingestor.ingest([docs])
+    assert again.pages_added == 0 and again.pages_skipped == 5 and again.ok
+    assert len(again.documents_skipped) == 3
+    assert ingestor.store.count() == 5
+    after = {pid: ingestor.store.get(pid, with_tokens=False).payload for pid in before}
+    assert after == before  # not even ingested_at moved
+
+
+def test_a_page_image_used_as_query_finds_that_page_first(ingested, docs):
+    ingestor, _ = ingested
+    searcher = Searcher(ingestor.model, ingestor.store, ingestor.settings)
+    for page in render_pages(docs / "report.pdf", "query"):
+        hits = searcher.search_image(page.image, top_k=5)
+        assert len(hits) == 5
+        assert hits[0].source.endswith("report.pdf") and hits[0].page == page.page
+        assert hits[0].score >= hits[1].score
+
+
+def test_text_search_filters_and_decodes(ingested, docs):
+    ingestor, _ = ingested
+    searcher = Searcher(ingestor.model, ingestor.store, ingestor.settings)
+    hits = searcher.search("Invoice total due", top_k=3)
+    assert len(hits) == 3
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.query_tokens == 257 for h in hits)  # a one-line query is a single 1024 px view
+
+    invoice_id = hashlib.sha256((docs / "invoice.png").read_bytes()).hexdigest()
+    only = searcher.search("anything", top_k=5, doc_id=invoice_id)
+    assert [h.doc_id for h in only] == [invoice_id]
+
+    decoder = Decoder(ingestor.model, ingestor.store, ingestor.settings)
+    assert isinstance(decoder.decode(hits[0].point_id, mode="markdown"), str)
+    with pytest.raises(PointNotFoundError, match="00000000-0000-0000-0000-000000000000"):
+        decoder.decode("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(ValueError, match="unknown mode"):
+        decoder.decode(hits[0].point_id, mode="poem")
+
+
+def test_another_model_is_refused_naming_both(ingested, other_model_dir, backend_settings, docs):
+    ingestor, _ = ingested
+    other = OcrModel.from_settings(backend_settings.model_copy(update={"model": str(other_model_dir)}))
+    assert other.dim == ingestor.model.dim  # same shapes: only the record of the revision tells them apart
+    attempts = [
+        lambda: Searcher(other, ingestor.store, backend_settings),
+        lambda: Decoder(other, ingestor.store, backend_settings),
+        lambda: Ingestor(other, ingestor.store, backend_settings).ingest([docs / "invoice.png"]),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ModelMismatchError) as err:
+            attempt()
+        message = str(err.value)
+        assert str(other_model_dir) in message and ingestor.model.name in message
+        assert ingestor.model.revision in message and other.revision in message
+    assert ingestor.store.count() == 5
+
+
+def test_search_before_any_ingest_says_so(settings):
+    with pytest.raises(StoreError, match="ingest documents first"):
+        Searcher.from_settings(settings)
+
+
+def test_edge_store_persists_across_processes(settings, docs):
+    ingestor = Ingestor.from_settings(settings)
+    ingestor.ingest([docs / "invoice.png"])
+    ingestor.store.close()
+    reopened = open_store(settings)
+    assert reopened.count() == 1 and reopened.record()["dim"] == OcrModel.from_settings(settings).dim
+    reopened.close()
+
+
+def test_query_rendering_is_wrapped_and_tight():
+    short = render_query("total due")
+    assert short.width == CANVAS_WIDTH and short.height < 60
+    long = render_query(" ".join(["quarterly revenue by region"] * 30))
+    assert long.width == CANVAS_WIDTH and long.height > 3 * short.height  # about 7 lines
+    # ink reaches the last line: nothing was cut off
+    assert long.convert("L").crop((0, long.height - 30, CANVAS_WIDTH, long.height)).getextrema()[0] < 128
+    with pytest.raises(ValueError):
+        render_query("   ")
+
+
+def _all_ids(ingestor, docs):
+    return [p for doc in ingestor.store.documents() for p in (point_id(doc, k) for k in range(1, 3))
+            if ingestor.store.get(p, with_tokens=False)]
+
+
+def test_settings_read_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKENDIRECT_COLLECTION", "books")
+    monkeypatch.setenv("TOKENDIRECT_TOP_K", "9")
+    monkeypatch.setenv("TOKENDIRECT_DATA_DIR", str(tmp_path))
+    s = Settings()
+    assert (s.collection, s.top_k, s.data_dir, s.model) == ("books", 9, tmp_path, "deepseek-community/DeepSeek-OCR-2")
