@@ -11,6 +11,7 @@ of its own, so a server shared by several machines refuses a mismatched model to
 
 from __future__ import annotations
 
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -207,18 +208,49 @@ def _point(pid: Any, payload: dict | None, vector: Any = None, score: float | No
 # Embedded engine
 
 
+class _Shared:
+    """One handle per shard (or in-process client) per process, counted, so every stage in a process can
+    open the store: a shard admits a single holder, and an in-process client's data lives in its handle."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._handles: dict[str, list] = {}
+
+    def acquire(self, key: str, opener):
+        with self._lock:
+            entry = self._handles.get(key)
+            if entry is None:
+                entry = self._handles[key] = [opener(), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, key: str, closer) -> None:
+        with self._lock:
+            entry = self._handles.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._handles[key]
+                closer(entry[0])
+
+
+_SHARED = _Shared()
+
+
 class EdgeStore(PageStore):
-    """A qdrant-edge shard on local disk. One process holds it at a time."""
+    """A qdrant-edge shard on local disk. One process holds it at a time; stages within it share it."""
 
     def __init__(self, path: Path, collection: str):
         self.collection = collection
         self.path = Path(path)
+        self._key = str(self.path.resolve())
         self._shard = None
 
     @property
     def shard(self):
         if self._shard is None and self._exists():
-            self._shard = self._open()
+            self._shard = _SHARED.acquire(self._key, self._open)
         return self._shard
 
     def _open(self):
@@ -252,7 +284,7 @@ class EdgeStore(PageStore):
 
         config = q.EdgeConfig(vectors={name: multivector(q.Distance.Dot) for name in (TOKENS, UNIT)})
         self.path.mkdir(parents=True, exist_ok=True)
-        self._shard = q.EdgeShard.create(str(self.path), config)
+        self._shard = _SHARED.acquire(self._key, lambda: q.EdgeShard.create(str(self.path), config))
         for name in INDEXED_FIELDS:
             self._shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword))
 
@@ -324,8 +356,8 @@ class EdgeStore(PageStore):
 
     def close(self) -> None:
         if self._shard is not None:
-            self._shard.close()
             self._shard = None
+            _SHARED.release(self._key, lambda shard: shard.close())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -345,7 +377,7 @@ class ClientStore(PageStore):
         from qdrant_client import QdrantClient
 
         if url == ":memory:":
-            client = QdrantClient(location=":memory:")
+            client = _SHARED.acquire(url, lambda: QdrantClient(location=":memory:"))
         else:
             client = QdrantClient(url=url, api_key=api_key, timeout=30)
         store = cls(client, collection, url)
@@ -450,7 +482,13 @@ class ClientStore(PageStore):
         self._call(self.client.delete, self.collection, points_selector=selector, wait=True)
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is None:
+            return
+        if self.where == ":memory:":
+            _SHARED.release(self.where, lambda client: client.close())
+        else:
+            self.client.close()
+        self.client = None
 
 
 def open_store(settings: Settings | None = None) -> PageStore:

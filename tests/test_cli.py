@@ -56,6 +56,8 @@ def usage_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     errors = [line for line in proc.stderr.splitlines() if line.lower().startswith("error")]
     assert len(errors) == 1, proc.stderr
+    # A quoted name stays whole (no quote stripped off the end of the message).
+    assert errors[0].count("'") % 2 == 0, errors[0]
     return errors[0]
 
 
@@ -177,8 +179,11 @@ def test_search_by_image(lib):
     hits = found["hits"]
     assert len(hits) == 5
     assert all(HIT_FIELDS <= h.keys() for h in hits)
-    # The query is the invoice page itself: encoded exactly as it was at ingest, it must find that page.
-    assert sha256(lib.invoice) in {h["doc_id"] for h in hits}
+    # Every stored page comes back once, and the query - the invoice page itself, encoded exactly as at
+    # ingest - finds that page first.
+    assert {h["doc_id"] for h in hits} == set(lib.doc_ids)
+    assert len({h["point_id"] for h in hits}) == 5
+    assert hits[0]["doc_id"] == sha256(lib.invoice)
 
 
 def test_search_filtered_by_document(lib):

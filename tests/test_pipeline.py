@@ -145,3 +145,19 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TOKENDIRECT_DATA_DIR", str(tmp_path))
     s = Settings()
     assert (s.collection, s.top_k, s.data_dir, s.model) == ("books", 9, tmp_path, "deepseek-community/DeepSeek-OCR-2")
+
+
+def test_stages_opened_separately_share_one_store_in_a_process(backend_settings, docs):
+    """A shard admits one holder and an in-process client keeps its data in its handle: both are shared."""
+    ingestor = Ingestor.from_settings(backend_settings)
+    ingestor.ingest([docs / "invoice.png"])
+    searcher = Searcher.from_settings(backend_settings)
+    decoder = Decoder.from_settings(backend_settings)
+    hit = searcher.search("Invoice", top_k=1)[0]
+    assert decoder.decode(hit.point_id)
+    for stage in (ingestor, searcher, decoder):
+        stage.store.close()
+    reopened = open_store(backend_settings)
+    # the embedded shard persists on disk; the in-process client's data ended with its last holder
+    assert reopened.count() == (1 if backend_settings.qdrant_url is None else 0)
+    reopened.close()
