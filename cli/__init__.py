@@ -44,7 +44,7 @@ def clean_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ModelLoadError, StoreError, PointNotFoundError, InputError, ValueError) as exc:
-            _fail(str(exc).strip("'\""))
+            _fail(str(exc))
         except ValidationError as exc:
             err = exc.errors()[0]
             _fail(f"invalid setting TOKENDIRECT_{str(err['loc'][0]).upper()}: {err['msg']}")
@@ -100,11 +100,13 @@ def search(
     """Rank stored pages against a text (or image) query by late interaction (MaxSim)."""
     from PIL import Image
 
+    from core.model import prompt_for
     from decode import Decoder
     from search import Searcher
 
     if not text.strip() and image is None:
         _fail("give a query TEXT or --image FILE")
+    prompt_for(mode)  # an unknown mode fails now, not after the search
     settings = _settings()
     searcher = Searcher.from_settings(settings)
     try:
@@ -139,8 +141,10 @@ def decode(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Regenerate a stored page's text from its tokens: no source file, no re-encoding."""
+    from core.model import prompt_for
     from decode import Decoder
 
+    prompt_for(mode)
     decoder = Decoder.from_settings(_settings())
     try:
         point = decoder.store.get(point_id, with_tokens=False)

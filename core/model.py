@@ -131,6 +131,8 @@ class OcrModel:
         if self._config is None:
             from transformers import AutoConfig
 
+            if _looks_like_path(self.name) and not Path(self.name).is_dir():
+                raise ModelLoadError(f"model directory {self.name} does not exist")
             try:
                 self._config = AutoConfig.from_pretrained(self.name, revision=self.requested_revision)
             except (OSError, ValueError) as exc:
@@ -207,6 +209,10 @@ class OcrModel:
         import torch
 
         return torch.inference_mode()
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
 
 
 def _first_line(exc: Exception) -> str:

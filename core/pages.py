@@ -112,6 +112,8 @@ def _pdf_page_count(path: Path) -> int:
         text = str(exc).lower()
         if "incorrect password" in text or "encrypt" in text:
             raise InputError("encrypted PDF (password required)") from None
+        if "invalid page count 0" in text:
+            raise InputError("PDF has no pages") from None
         raise InputError("not a readable PDF (corrupt or truncated)") from None
     except Exception as exc:  # pdfinfo timeouts and odd failures: one clear line, never a traceback
         raise InputError(f"not a readable PDF ({type(exc).__name__})") from None

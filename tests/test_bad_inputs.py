@@ -69,7 +69,7 @@ BAD_FILES = {
     "truncated.pdf": (_truncated_pdf, None),
     "empty.pdf": (lambda p, v: p.write_bytes(b""), "empty"),
     "encrypted.pdf": (_encrypted_pdf, "encrypt"),
-    "no-pages.pdf": (_zero_page_pdf, None),
+    "no-pages.pdf": (_zero_page_pdf, "no pages"),
     "text-bytes.png": (lambda p, v: p.write_bytes(b"this is plain text, not an image\n" * 20), None),
 }
 # Passed explicitly on the command line (a folder walk would just skip it).
