@@ -97,7 +97,17 @@ def render_pages(path: Path, doc_id: str, dpi: int = 0) -> Iterator[Page]:
         with Image.open(path) as im:
             for number in range(1, n + 1):
                 im.seek(number - 1)
-                yield Page(doc_id, source, number, n, im.convert("RGB"))
+                yield Page(doc_id, source, number, n, to_rgb(im))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Transparent areas become white paper, not black."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGB", rgba.size, "white")
+        paper.paste(rgba, mask=rgba.getchannel("A"))
+        return paper
+    return image.convert("RGB")
 
 
 def _pdf_page_count(path: Path) -> int:

@@ -1,0 +1,55 @@
+"""Finding documents and turning them into pages."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from PIL import Image
+
+from core.pages import InputError, count_pages, discover, render_pages, to_rgb
+
+from .conftest import page_image, write_pdf
+
+
+def test_discover_walks_folders_once_and_names_what_it_cannot_use(tmp_path):
+    (tmp_path / "a").mkdir()
+    page_image(["x"]).save(tmp_path / "a" / "UPPER.PNG")
+    write_pdf(tmp_path / "a" / "doc.pdf", [["y"]])
+    (tmp_path / "a" / "readme.md").write_text("not a page")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a folder loop is not followed
+    files, failures = discover([tmp_path, tmp_path / "a" / "doc.pdf", tmp_path / "missing.pdf",
+                                tmp_path / "a" / "readme.md"])
+    assert sorted(f.name for f in files) == ["UPPER.PNG", "doc.pdf"]
+    assert dict(failures) == {
+        str(tmp_path / "missing.pdf"): "no such file or folder",
+        str(tmp_path / "a" / "readme.md"): "unsupported file type '.md'",
+    }
+
+
+def test_pdf_pages_are_rasterized_to_the_global_view_size(tmp_path):
+    pdf = write_pdf(tmp_path / "two.pdf", [["one"], ["two"]])
+    pages = list(render_pages(pdf, "doc"))
+    assert [p.page for p in pages] == [1, 2] and all(p.pages == 2 for p in pages)
+    assert all(max(p.image.size) == 1024 and p.image.mode == "RGB" for p in pages)
+    assert pages[0].point_id != pages[1].point_id
+
+
+def test_multi_page_tiff_gives_every_frame(tmp_path):
+    frames = [page_image([f"frame {k}"], size=(400, 500)) for k in range(3)]
+    frames[0].save(tmp_path / "scan.tif", save_all=True, append_images=frames[1:])
+    pages = list(render_pages(tmp_path / "scan.tif", "doc"))
+    assert len(pages) == 3 and pages[2].image.tobytes() == frames[2].tobytes()
+
+
+def test_transparent_areas_become_white_paper():
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    image.putpixel((0, 0), (0, 0, 0, 255))
+    rgb = to_rgb(image)
+    assert rgb.getpixel((1, 1)) == (255, 255, 255) and rgb.getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_an_empty_file_is_refused(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        count_pages(tmp_path / "empty.png")
