@@ -67,7 +67,8 @@ class OcrModel:
     """Encoder and decoder of one DeepSeek-OCR-2 checkpoint. Weights load on first use."""
 
     def __init__(self, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto"):
-        self.name = model
+        # A local checkpoint is named by its absolute path, so the collection record does not depend on the cwd.
+        self.name = str(Path(model).resolve()) if Path(model).is_dir() else model
         self.requested_revision = revision
         self._device_name = device
         self._dtype_name = dtype

@@ -48,6 +48,7 @@ class Ingestor:
         self.model = model
         self.store = store
         self.settings = settings or Settings()
+        self._bound = False
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Ingestor":
@@ -62,7 +63,10 @@ class Ingestor:
         report.failures.extend(Failure(p, r) for p, r in missing)
         if not files:
             return report
-        self.store.bind(self.model.identity)
+        # A wrong model fails before any work; a new collection is only created once a page is ready for it.
+        self._bound = self.store.record() is not None
+        if self._bound:
+            self.store.bind(self.model.identity, create=False)
 
         plans = []
         for path in files:
@@ -73,7 +77,7 @@ class Ingestor:
                 report.failures.append(Failure(str(path), _reason(exc)))
                 continue
             ids = [point_id(doc_id, k) for k in range(1, n + 1)]
-            done = self.store.existing(ids)
+            done = self.store.existing(ids) if self._bound else set()
             if len(done) == n:
                 report.pages_skipped += n
                 report.documents_skipped.append(str(path))
@@ -88,7 +92,7 @@ class Ingestor:
                 try:
                     added = self._ingest_document(path, doc_id, done, bar)
                 except (InputError, OSError) as exc:
-                    if not done:  # leave no partial document behind
+                    if not done and self._bound:  # leave no partial document behind
                         self.store.delete_document(doc_id)
                     report.failures.append(Failure(str(path), _reason(exc)))
                     continue
@@ -135,6 +139,9 @@ class Ingestor:
             )
             for page, t in zip(pages, tokens)
         ]
+        if not self._bound:
+            self.store.bind(self.model.identity)
+            self._bound = True
         self.store.upsert(points)
         return len(points)
 

@@ -161,3 +161,12 @@ def test_stages_opened_separately_share_one_store_in_a_process(backend_settings,
     # the embedded shard persists on disk; the in-process client's data ended with its last holder
     assert reopened.count() == (1 if backend_settings.qdrant_url is None else 0)
     reopened.close()
+
+
+def test_only_bad_files_leave_no_collection_behind(backend_settings, tmp_path):
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    ingestor = Ingestor.from_settings(backend_settings)
+    report = ingestor.ingest([tmp_path / "broken.pdf", tmp_path / "absent.png"])
+    assert [f.path for f in report.failures] == [str(tmp_path / "absent.png"), str(tmp_path / "broken.pdf")]
+    assert ingestor.store.record() is None
+    ingestor.store.close()
