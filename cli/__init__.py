@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -206,4 +205,6 @@ def main() -> None:
 
 def run_stage(name: str) -> None:
     """`python -m ingest|search|decode ...` is `tokendirect ingest|search|decode ...`."""
-    app(args=[name, *sys.argv[1:]], prog_name=f"python -m {name}")
+    stage = typer.Typer(add_completion=False)
+    stage.command(name)({"ingest": ingest, "search": search, "decode": decode}[name])
+    stage(prog_name=f"python -m {name}")  # one command: its arguments come straight after the module
