@@ -185,7 +185,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
 @clean_errors
 def export(
     file: Path = typer.Argument(..., help="The file to write (a zip; it appears only when complete)."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Pages read and written at a time."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Pages read and written at a time."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Write the configured collection - pages, exact tokens, payload, model record - to one portable file."""

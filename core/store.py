@@ -391,7 +391,8 @@ class EdgeStore(PageStore):
     def _upsert(self, rows) -> None:
         import qdrant_edge as q
 
-        points = [q.Point(pid, {k: v.tolist() for k, v in vecs.items()}, payload) for pid, vecs, payload in rows]
+        # numpy arrays go in as they are: a page as Python float lists would be ~90 MB of objects
+        points = [q.Point(pid, vecs, payload) for pid, vecs, payload in rows]
         self.shard.update(q.UpdateOperation.upsert_points(points))
         self.shard.flush()
 

@@ -26,7 +26,9 @@ from core.store import PagePoint, PageStore, StoreError, from_storage, to_storag
 
 FORMAT = "token-direct-export"
 VERSION = 1
-DEFAULT_BATCH = 8  # pages per batch: a full-size page is about 2.9 MB of float16
+# Pages per batch. A full-size page is 2.9 MB as float16, but the engines hand tokens back as Python lists,
+# about 45 MB per page while a batch is converted: keep batches small.
+DEFAULT_BATCH = 4
 
 
 class TransferError(StoreError):
