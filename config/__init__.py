@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         None, description="Unset: embedded engine under DATA_DIR; http(s)://...: a Qdrant server; :memory:: in-process."
     )
     qdrant_api_key: str | None = None
+    qdrant_grpc_port: int = Field(
+        6334, ge=0, le=65535, description="The server's gRPC port: page tokens travel as binary there; 0: REST only."
+    )
+    qdrant_timeout: int = Field(30, ge=1, description="Seconds to wait for a Qdrant server's answer.")
     collection: str = "pages"
     top_k: int = Field(5, ge=1)
     batch_size: int = Field(4, ge=1, description="Pages encoded per model call.")

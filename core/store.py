@@ -6,18 +6,22 @@ with it a page does not even find itself first - so MaxSim runs on `unit`, the s
 
 Two engines, one schema: the embedded qdrant-edge shard (default, no server) and qdrant-client (a Qdrant
 server, or its in-process mode). Both keep a record of the model the collection was built with, as a point
-of its own, so a server shared by several machines refuses a mismatched model too.
+of its own, so a server shared by several machines refuses a mismatched model too. tests/test_store_contract.py
+holds every engine to the same behaviour.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -30,8 +34,18 @@ SCHEMA_VERSION = 1
 # Payload kept out of search results: it only matters when tokens are read back for decoding.
 PATCH_FIELD = "token_patch"
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
-INDEXED_FIELDS = ("doc_id", "source")
+# Payload fields people filter on (in the dashboard, or with --doc), indexed on both engines.
+INDEXED_FIELDS = {
+    "doc_id": "keyword",
+    "source": "keyword",
+    "file_name": "keyword",
+    "model": "keyword",
+    "page": "integer",
+    "ingested_at": "datetime",
+}
 FLOAT16_MAX = 65504.0
+
+log = logging.getLogger("tokendirect.store")
 
 
 class StoreError(RuntimeError):
@@ -96,16 +110,22 @@ class PageStore(ABC):
             if not create:
                 raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
             self._create(identity.dim)
-            self._write_record(
-                {
-                    "kind": "collection",
-                    "schema": SCHEMA_VERSION,
-                    "model": identity.model,
-                    "revision": identity.revision,
-                    "dim": identity.dim,
-                    "created_at": _now(),
-                }
-            )
+            try:
+                self.ensure_indexes()
+                self._write_record(
+                    {
+                        "kind": "collection",
+                        "schema": SCHEMA_VERSION,
+                        "model": identity.model,
+                        "revision": identity.revision,
+                        "dim": identity.dim,
+                        "created_at": _now(),
+                    }
+                )
+            except BaseException:
+                # A collection without its record would be refused forever ("not made by token-direct").
+                self.discard()
+                raise
             return
         built = ModelIdentity(record["model"], record["revision"], int(record["dim"]))
         if built != identity:
@@ -114,6 +134,22 @@ class PageStore(ABC):
                 f"the configured model is {_describe(identity)}. Tokens from one checkpoint are never searched "
                 "or decoded with another: set TOKENDIRECT_MODEL back, or use another TOKENDIRECT_COLLECTION."
             )
+        if create:
+            self.ensure_indexes()  # collections made before an index was added get it on their next ingest
+
+    def ensure_indexes(self) -> None:
+        """Create the payload indexes of INDEXED_FIELDS that the collection lacks."""
+        have = self.payload_indexes()
+        for name, kind in INDEXED_FIELDS.items():
+            if have.get(name) != kind:
+                self._create_index(name, kind)
+
+    def discard(self) -> None:
+        """Drop the collection after a failed write, keeping the original failure the one reported."""
+        try:
+            self.drop()
+        except Exception as exc:  # the original failure is the one to report
+            log.warning("could not remove the unfinished collection %r: %s", self.collection, exc)
 
     def record(self) -> dict | None:
         """The collection's record (model, revision, dim), or None when the collection does not exist."""
@@ -121,7 +157,10 @@ class PageStore(ABC):
             return None
         found = self._retrieve([META_ID], with_tokens=False)
         if not found:
-            raise StoreError(f"collection {self.collection!r} exists but was not made by token-direct")
+            raise StoreError(
+                f"collection {self.collection!r} exists but holds no token-direct record (another program made it, "
+                "or its creation was cut off): delete it, or set another TOKENDIRECT_COLLECTION"
+            )
         return found[0].payload
 
     # -- pages -----------------------------------------------------------------------------------------------
@@ -138,8 +177,34 @@ class PageStore(ABC):
             self._upsert(ready)
 
     def existing(self, point_ids: Iterable[str]) -> set[str]:
+        return {p.point_id for p in self.retrieve(point_ids, with_tokens=False)}
+
+    def retrieve(self, point_ids: Iterable[str], with_tokens: bool = True) -> list[PagePoint]:
+        """The stored pages among `point_ids` (in any order; missing ones are left out)."""
         ids = list(point_ids)
-        return {p.point_id for p in self._retrieve(ids, with_tokens=False)} if ids else set()
+        if not ids or not self._exists():
+            return []
+        return [p for p in self._retrieve(ids, with_tokens) if p.point_id != META_ID]
+
+    def scroll(self, batch_size: int = 16, with_tokens: bool = True) -> Iterator[list[PagePoint]]:
+        """Every page, in batches of at most `batch_size`, in point-id order: only one batch is held at a time."""
+        if not self._exists():
+            return
+        offset = None
+        while True:
+            points, offset = self._scroll(offset, batch_size, with_tokens)
+            if points:
+                yield points
+            if offset is None:
+                return
+
+    def set_payload(self, point_id: str, payload: dict) -> None:
+        """Add or replace payload fields of a stored page; the tokens and other fields stay as they are."""
+        if PATCH_FIELD in payload or payload.get("kind") == "collection":
+            raise ValueError(f"payload field {PATCH_FIELD!r} and kind 'collection' are the store's own")
+        if point_id == META_ID or not self.existing([point_id]):
+            raise StoreError(f"no page with point id {point_id!r} in collection {self.collection!r}")
+        self._set_payload(point_id, payload)
 
     def get(self, point_id: str, with_tokens: bool = True) -> PagePoint | None:
         try:
@@ -164,6 +229,14 @@ class PageStore(ABC):
 
     @abstractmethod
     def delete_document(self, doc_id: str) -> None: ...
+
+    @abstractmethod
+    def payload_indexes(self) -> dict[str, str]:
+        """field -> index type ("keyword", "integer", "datetime", ...) as the engine reports them."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the whole collection, record included."""
 
     def close(self) -> None:
         pass
@@ -193,6 +266,15 @@ class PageStore(ABC):
 
     @abstractmethod
     def _query(self, tokens: np.ndarray, limit: int, doc_id: str | None) -> list[PagePoint]: ...
+
+    @abstractmethod
+    def _scroll(self, offset: Any, limit: int, with_tokens: bool) -> tuple[list[PagePoint], Any]: ...
+
+    @abstractmethod
+    def _set_payload(self, point_id: str, payload: dict) -> None: ...
+
+    @abstractmethod
+    def _create_index(self, name: str, kind: str) -> None: ...
 
 
 def _point(pid: Any, payload: dict | None, vector: Any = None, score: float | None = None) -> PagePoint:
@@ -285,8 +367,20 @@ class EdgeStore(PageStore):
         config = q.EdgeConfig(vectors={name: multivector(q.Distance.Dot) for name in (TOKENS, UNIT)})
         self.path.mkdir(parents=True, exist_ok=True)
         self._shard = _SHARED.acquire(self._key, lambda: q.EdgeShard.create(str(self.path), config))
-        for name in INDEXED_FIELDS:
-            self._shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword))
+
+    def _create_index(self, name: str, kind: str) -> None:
+        import qdrant_edge as q
+
+        schema = {"keyword": q.PayloadSchemaType.Keyword, "integer": q.PayloadSchemaType.Integer,
+                  "datetime": q.PayloadSchemaType.Datetime}[kind]
+        self.shard.update(q.UpdateOperation.create_field_index(name, schema))
+        self.shard.flush()
+
+    def payload_indexes(self) -> dict[str, str]:
+        if self.shard is None:
+            return {}
+        schema = self.shard.info().payload_schema
+        return {name: str(info.data_type).rsplit(".", 1)[-1].lower() for name, info in schema.items()}
 
     def _write_record(self, payload: dict) -> None:
         import qdrant_edge as q
@@ -297,7 +391,8 @@ class EdgeStore(PageStore):
     def _upsert(self, rows) -> None:
         import qdrant_edge as q
 
-        points = [q.Point(pid, {k: v.tolist() for k, v in vecs.items()}, payload) for pid, vecs, payload in rows]
+        # numpy arrays go in as they are: a page as Python float lists would be ~90 MB of objects
+        points = [q.Point(pid, vecs, payload) for pid, vecs, payload in rows]
         self.shard.update(q.UpdateOperation.upsert_points(points))
         self.shard.flush()
 
@@ -306,6 +401,29 @@ class EdgeStore(PageStore):
             return []
         recs = self.shard.retrieve(ids, with_payload=True, with_vector=[TOKENS] if with_tokens else False)
         return [_point(r.id, r.payload, r.vector) for r in recs]
+
+    def _scroll(self, offset, limit, with_tokens):
+        import qdrant_edge as q
+
+        records, offset = self.shard.scroll(
+            q.ScrollRequest(
+                offset=offset,
+                limit=limit,
+                filter=self._filter(None),
+                with_payload=True,
+                with_vector=[TOKENS] if with_tokens else False,
+            )
+        )
+        return [_point(r.id, r.payload, r.vector) for r in records], offset
+
+    def _set_payload(self, point_id, payload):
+        import qdrant_edge as q
+
+        try:
+            self.shard.update(q.UpdateOperation.set_payload([point_id], payload))
+            self.shard.flush()
+        except Exception as exc:  # the engine raises plain Exceptions (a read-only disk, for one)
+            raise StoreError(f"cannot update the embedded store {self.path}: {exc}") from None
 
     def _query(self, tokens, limit, doc_id):
         import qdrant_edge as q
@@ -340,7 +458,7 @@ class EdgeStore(PageStore):
         if self.shard is None:
             return {}
         response = self.shard.facet(q.FacetRequest(key="doc_id", limit=1_000_000, exact=True))
-        return {h.value: h.count for h in response.hits}
+        return {h.value: h.count for h in response.hits if h.count}  # a deleted document stays, at count 0
 
     def delete_document(self, doc_id: str) -> None:
         import qdrant_edge as q
@@ -354,6 +472,10 @@ class EdgeStore(PageStore):
         )
         self.shard.flush()
 
+    def drop(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
     def close(self) -> None:
         if self._shard is not None:
             self._shard = None
@@ -365,36 +487,109 @@ class EdgeStore(PageStore):
 
 
 class ClientStore(PageStore):
-    """A collection on a Qdrant server through qdrant-client; `:memory:` runs the same API in-process."""
+    """A collection on a Qdrant server through qdrant-client; `:memory:` runs the same API in-process.
 
-    def __init__(self, client, collection: str, where: str):
+    Page tokens travel over gRPC when the server's gRPC port is known: as REST JSON one full-size page
+    (1121 tokens x 1280 x 2 vectors) is about 47 MB, more than a server's default 32 MB request limit,
+    and about 11.5 MB as protobuf. Writes are retried with exponential backoff on transient failures
+    (connection lost, timeouts, HTTP 5xx / 429); every write is an idempotent upsert or delete.
+    """
+
+    retry_attempts = 4
+    retry_delay = 0.5  # seconds before the second attempt; doubles each time (0.5 + 1 + 2 s in all)
+
+    def __init__(self, client, collection: str, where: str, timeout: float | None = None, grpc_port: int = 0):
         self.client = client
         self.collection = collection
         self.where = where
+        self.timeout = timeout
+        self.grpc_port = grpc_port
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None, collection: str) -> "ClientStore":
+    def connect(
+        cls, url: str, api_key: str | None, collection: str, timeout: int = 30, grpc_port: int = 6334
+    ) -> "ClientStore":
         from qdrant_client import QdrantClient
 
         if url == ":memory:":
             client = _SHARED.acquire(url, lambda: QdrantClient(location=":memory:"))
         else:
-            client = QdrantClient(url=url, api_key=api_key, timeout=30)
-        store = cls(client, collection, url)
-        store._call(client.get_collections)  # fail now, clearly, if the server cannot be reached
+            client = QdrantClient(
+                url=url,
+                api_key=api_key,
+                timeout=timeout,
+                prefer_grpc=grpc_port > 0,
+                grpc_port=grpc_port or 6334,
+                check_compatibility=False,  # its warning would precede our own, clearer, error
+            )
+        store = cls(client, collection, url, timeout, grpc_port)
+        try:
+            store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
+        except StoreError:
+            store.close()
+            raise
         return store
 
-    def _call(self, fn, *args, **kwargs):
+    @property
+    def in_process(self) -> bool:
+        return self.where == ":memory:"
+
+    def _call(self, fn, *args, retry: bool = False, **kwargs):
+        """Run one client call; known failures become one-line StoreErrors. Writes (`retry=True`) are tried
+        again after transient failures, a bounded number of times."""
+        attempts = self.retry_attempts if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                failure = self._failure(exc)
+                if failure is None:
+                    raise
+                message, transient = failure
+                if not transient or attempt == attempts:
+                    if transient and attempts > 1:
+                        message += f" ({attempts} attempts)"
+                    raise StoreError(message) from None
+                delay = self.retry_delay * 2 ** (attempt - 1)
+                log.warning("%s; trying again in %.1f s (attempt %d of %d)", message, delay, attempt + 1, attempts)
+                time.sleep(delay)
+
+    def _failure(self, exc: Exception) -> tuple[str, bool] | None:
+        """(one-line message, transient?) for a failure of the server or the connection; None for others."""
+        import grpc
+        import httpx
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-        try:
-            return fn(*args, **kwargs)
-        except UnexpectedResponse as exc:
-            if exc.status_code in (401, 403):
-                raise StoreError(f"the Qdrant server at {self.where} refused the API key (HTTP {exc.status_code})")
-            raise StoreError(f"the Qdrant server at {self.where} answered HTTP {exc.status_code}") from None
-        except (ResponseHandlingException, ConnectionError, TimeoutError, OSError) as exc:
-            raise StoreError(f"cannot reach the Qdrant server at {self.where}: {type(exc).__name__}") from None
+        server = f"the Qdrant server at {self.where}"
+        key_hint = (
+            "set TOKENDIRECT_QDRANT_API_KEY to the key the server was started with (a read-only key cannot write)"
+        )
+        if isinstance(exc, UnexpectedResponse):
+            code = exc.status_code or 0
+            if code in (401, 403):
+                return f"{server} refused the API key (HTTP {code}); {key_hint}", False
+            return f"{server} answered HTTP {code}{_server_reason(exc.content)}", code >= 500 or code == 429
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return f"{server} refused the API key (gRPC {code.name}); {key_hint}", False
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return self._timed_out(server), True
+            if code == grpc.StatusCode.UNAVAILABLE:
+                reason = _first_line(exc.details()).rsplit("last error: ", 1)[-1]
+                return f"cannot reach {server} over gRPC (port {self.grpc_port}): {reason}", True
+            transient = code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
+            return f"{server} answered gRPC {code.name}: {_first_line(exc.details())}", transient
+        if isinstance(exc, ResponseHandlingException):
+            exc = exc.source
+        if isinstance(exc, httpx.TimeoutException):
+            return self._timed_out(server), True
+        if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
+            return f"cannot reach {server} ({type(exc).__name__}: {_first_line(str(exc))})", True
+        return None
+
+    def _timed_out(self, server: str) -> str:
+        return f"{server} did not answer within {self.timeout:g} s (TOKENDIRECT_QDRANT_TIMEOUT)"
 
     def _exists(self) -> bool:
         return bool(self._call(self.client.collection_exists, self.collection))
@@ -414,33 +609,63 @@ class ClientStore(PageStore):
             self.client.create_collection,
             self.collection,
             vectors_config={name: multivector for name in (TOKENS, UNIT)},
+            retry=True,
         )
-        if self.where == ":memory:":
-            return  # the in-process engine has no payload indexes (it filters by scanning)
-        for name in INDEXED_FIELDS:
-            self._call(
-                self.client.create_payload_index, self.collection, name, field_schema=m.PayloadSchemaType.KEYWORD
-            )
+
+    def _create_index(self, name: str, kind: str) -> None:
+        from qdrant_client import models as m
+
+        if self.in_process:
+            return  # qdrant-client's in-process engine has no payload indexes (it filters by scanning)
+        schema = {"keyword": m.PayloadSchemaType.KEYWORD, "integer": m.PayloadSchemaType.INTEGER,
+                  "datetime": m.PayloadSchemaType.DATETIME}[kind]
+        self._call(self.client.create_payload_index, self.collection, name, field_schema=schema, wait=True, retry=True)
+
+    def payload_indexes(self) -> dict[str, str]:
+        if not self._exists():
+            return {}
+        info = self._call(self.client.get_collection, self.collection)
+        schema = info.payload_schema
+        return {name: str(getattr(s.data_type, "value", s.data_type)).lower() for name, s in schema.items()}
 
     def _write_record(self, payload: dict) -> None:
         from qdrant_client import models as m
 
-        self._call(self.client.upsert, self.collection, [m.PointStruct(id=META_ID, vector={}, payload=payload)])
+        point = m.PointStruct(id=META_ID, vector={}, payload=payload)
+        self._call(self.client.upsert, self.collection, [point], wait=True, retry=True)
 
     def _upsert(self, rows) -> None:
         from qdrant_client import models as m
 
-        points = [
-            m.PointStruct(id=pid, vector={k: v.tolist() for k, v in vecs.items()}, payload=payload)
-            for pid, vecs, payload in rows
-        ]
-        self._call(self.client.upsert, self.collection, points, wait=True)
+        # One page per request: a page is megabytes, so batching saves nothing and could pass a size limit.
+        for pid, vecs, payload in rows:
+            point = m.PointStruct(id=pid, vector={k: v.tolist() for k, v in vecs.items()}, payload=payload)
+            self._call(self.client.upsert, self.collection, [point], wait=True, retry=True)
 
     def _retrieve(self, ids, with_tokens):
         recs = self._call(
-            self.client.retrieve, self.collection, ids, with_payload=True, with_vectors=[TOKENS] if with_tokens else False
+            self.client.retrieve,
+            self.collection,
+            ids,
+            with_payload=True,
+            with_vectors=[TOKENS] if with_tokens else False,
         )
         return [_point(r.id, r.payload, r.vector) for r in recs]
+
+    def _scroll(self, offset, limit, with_tokens):
+        records, offset = self._call(
+            self.client.scroll,
+            self.collection,
+            scroll_filter=self._filter(None),
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=[TOKENS] if with_tokens else False,
+        )
+        return [_point(r.id, r.payload, r.vector) for r in records], offset
+
+    def _set_payload(self, point_id, payload):
+        self._call(self.client.set_payload, self.collection, payload, points=[point_id], wait=True)
 
     def _filter(self, doc_id):
         from qdrant_client import models as m
@@ -473,18 +698,24 @@ class ClientStore(PageStore):
         if not self._exists():
             return {}
         res = self._call(self.client.facet, self.collection, key="doc_id", limit=1_000_000, exact=True)
-        return {h.value: h.count for h in res.hits}
+        return {h.value: h.count for h in res.hits if h.count}
 
     def delete_document(self, doc_id: str) -> None:
         from qdrant_client import models as m
 
+        if not self._exists():
+            return
         selector = m.Filter(must=[m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id))])
-        self._call(self.client.delete, self.collection, points_selector=selector, wait=True)
+        self._call(self.client.delete, self.collection, points_selector=selector, wait=True, retry=True)
+
+    def drop(self) -> None:
+        if self._exists():
+            self._call(self.client.delete_collection, self.collection, retry=True)
 
     def close(self) -> None:
         if self.client is None:
             return
-        if self.where == ":memory:":
+        if self.in_process:
             _SHARED.release(self.where, lambda client: client.close())
         else:
             self.client.close()
@@ -495,7 +726,9 @@ def open_store(settings: Settings | None = None) -> PageStore:
     """The store the settings name: a server or in-process client when QDRANT_URL is set, else the shard."""
     s = settings or Settings()
     if s.qdrant_url:
-        return ClientStore.connect(s.qdrant_url, s.qdrant_api_key or None, s.collection)
+        return ClientStore.connect(
+            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port
+        )
     return EdgeStore(Path(s.data_dir) / "qdrant" / s.collection, s.collection)
 
 
@@ -505,3 +738,19 @@ def _describe(identity: ModelIdentity) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:300] if lines else "no details"
+
+
+def _server_reason(content: bytes) -> str:
+    """The server's own error text (Qdrant answers {"status": {"error": ...}}), when there is one."""
+    import json
+
+    try:
+        error = json.loads(content)["status"]["error"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f": {_first_line(str(error))}"

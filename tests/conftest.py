@@ -12,7 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from config import Settings  # noqa: E402
 from core.model import OcrModel  # noqa: E402
-from core.store import open_store  # noqa: E402
 from core.testmodel import make_test_model  # noqa: E402
 
 BACKENDS = ["edge", "memory"]
@@ -31,7 +30,11 @@ def other_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path, tiny_model_dir) -> Settings:
-    return Settings(model=str(tiny_model_dir), data_dir=tmp_path / "data", device="cpu", batch_size=2, max_new_tokens=12)
+    """The embedded engine, whatever TOKENDIRECT_QDRANT_URL says (the store contract reads that one itself)."""
+    return Settings(
+        model=str(tiny_model_dir), data_dir=tmp_path / "data", device="cpu", batch_size=2, max_new_tokens=12,
+        qdrant_url=None, qdrant_api_key=None,
+    )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -45,13 +48,6 @@ def backend_settings(request, settings) -> Settings:
 @pytest.fixture
 def model(settings) -> OcrModel:
     return OcrModel.from_settings(settings)
-
-
-@pytest.fixture
-def store(backend_settings):
-    s = open_store(backend_settings)
-    yield s
-    s.close()
 
 
 def page_image(lines: list[str], size=(850, 1100)) -> Image.Image:

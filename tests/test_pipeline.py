@@ -114,15 +114,6 @@ def test_search_before_any_ingest_says_so(settings):
         Searcher.from_settings(settings)
 
 
-def test_edge_store_persists_across_processes(settings, docs):
-    ingestor = Ingestor.from_settings(settings)
-    ingestor.ingest([docs / "invoice.png"])
-    ingestor.store.close()
-    reopened = open_store(settings)
-    assert reopened.count() == 1 and reopened.record()["dim"] == OcrModel.from_settings(settings).dim
-    reopened.close()
-
-
 def test_query_rendering_is_wrapped_and_tight():
     short = render_query("total due")
     assert short.width == CANVAS_WIDTH and short.height < 60

@@ -1,0 +1,253 @@
+"""One contract for every store engine: the embedded qdrant-edge shard, qdrant-client in-process, and a real Qdrant
+server when TOKENDIRECT_QDRANT_URL points at one (http(s)://...; TOKENDIRECT_QDRANT_API_KEY and
+TOKENDIRECT_QDRANT_GRPC_PORT are read too). Each test works in a collection of its own, dropped afterwards.
+
+Pages here are synthetic token sets (bfloat16-valued, as the encoder's are, plus values float16 cannot hold), so
+the contract runs without a model.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from config import Settings
+from core.model import ModelIdentity
+from core.pages import point_id
+from core.store import (
+    INDEXED_FIELDS,
+    META_ID,
+    PATCH_FIELD,
+    ModelMismatchError,
+    PagePoint,
+    StoreError,
+    open_store,
+    to_storage,
+)
+
+DIM = 32
+IDENTITY = ModelIdentity("test/contract-model", "rev-a", DIM)
+DOCS = {"doc-a": [7, 12, 5], "doc-b": [9, 6]}  # doc_id -> rows of each page
+SERVER_URL = os.environ.get("TOKENDIRECT_QDRANT_URL", "")
+NO_SERVER = (
+    "no Qdrant server: set TOKENDIRECT_QDRANT_URL=http(s)://HOST:6333 (and TOKENDIRECT_QDRANT_API_KEY) "
+    "to hold a real server to this contract"
+)
+
+
+def bfloat16_values(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """What the encoder produces: bfloat16 values (float32 with the low 16 bits cleared)."""
+    x = rng.normal(scale=2.0, size=(rows, DIM)).astype(np.float32)
+    return (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+def make_pages() -> list[PagePoint]:
+    rng = np.random.default_rng(7)
+    pages = []
+    for doc_id, rows in DOCS.items():
+        for number, n in enumerate(rows, 1):
+            tokens = bfloat16_values(rng, n)
+            payload = {"doc_id": doc_id, "source": f"/docs/{doc_id}.pdf", "file_name": f"{doc_id}.pdf",
+                       "page": number, "pages": len(rows), "n_tokens": n, "model": IDENTITY.model,
+                       "ingested_at": "2026-05-04T03:02:01+00:00"}
+            pages.append(PagePoint(point_id(doc_id, number), payload, tokens))
+    # float16 cannot hold these (too small, too large): they must come back all the same
+    pages[0].tokens[0, :3] = [3.0517578125e-05 / 4, -1.1920929e-07, 70144.0]
+    return pages
+
+
+PAGES = make_pages()
+
+
+@pytest.fixture(params=["edge", "memory", "server"])
+def engine(request, tmp_path) -> Settings:
+    """Settings naming one engine and a fresh collection."""
+    s = Settings(data_dir=tmp_path / "data", collection=f"contract-{uuid.uuid4().hex[:12]}",
+                 qdrant_url=None, qdrant_api_key=None)
+    if request.param == "memory":
+        s = s.model_copy(update={"qdrant_url": ":memory:"})
+    elif request.param == "server":
+        if not SERVER_URL.startswith(("http://", "https://")):
+            pytest.skip(NO_SERVER)
+        s = s.model_copy(update={
+            "qdrant_url": SERVER_URL,
+            "qdrant_api_key": os.environ.get("TOKENDIRECT_QDRANT_API_KEY"),
+            "qdrant_grpc_port": int(os.environ.get("TOKENDIRECT_QDRANT_GRPC_PORT", "6334")),
+        })
+    yield s
+    if request.param == "server":
+        with open_store(s) as leftover:
+            leftover.drop()
+
+
+@pytest.fixture
+def store(engine):
+    s = open_store(engine)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def filled(store):
+    store.bind(IDENTITY)
+    store.upsert(PAGES)
+    return store
+
+
+def test_a_new_collection_is_created_with_the_models_record(store, engine):
+    assert store.record() is None
+    assert (store.count(), store.documents(), store.payload_indexes()) == (0, {}, {})
+    assert store.retrieve([PAGES[0].point_id]) == [] and list(store.scroll()) == []
+    with pytest.raises(StoreError, match="does not exist yet"):
+        store.bind(IDENTITY, create=False)
+    assert store.record() is None  # create=False made nothing
+
+    store.bind(IDENTITY)
+    record = store.record()
+    assert record["kind"] == "collection"
+    assert (record["model"], record["revision"], record["dim"]) == (IDENTITY.model, IDENTITY.revision, IDENTITY.dim)
+    assert datetime.fromisoformat(record["created_at"])
+    store.bind(IDENTITY)  # the same model again: accepted, nothing changes
+    store.bind(IDENTITY, create=False)
+    assert store.record() == record and store.count() == 0
+    with open_store(engine) as second:  # another handle sees the same record
+        assert second.record() == record
+
+
+def test_another_model_is_refused_naming_both(filled):
+    attempts = {
+        "other weights": ModelIdentity("test/other-model", "rev-b", DIM),
+        "other revision": ModelIdentity(IDENTITY.model, "rev-b", DIM),
+        "other dimension": ModelIdentity(IDENTITY.model, IDENTITY.revision, 2 * DIM),
+    }
+    for other in attempts.values():
+        for create in (True, False):
+            with pytest.raises(ModelMismatchError) as err:
+                filled.bind(other, create=create)
+            message = str(err.value)
+            for part in (IDENTITY.model, IDENTITY.revision, other.model, other.revision, f"dimension {other.dim}"):
+                assert part in message, (part, message)
+    assert filled.record()["model"] == IDENTITY.model and filled.count() == len(PAGES)
+
+
+def test_pages_come_back_with_their_exact_tokens_and_payload(filled):
+    assert to_storage(PAGES[0].tokens).patch, "the first page needs values that float16 cannot hold"
+    for page in PAGES:
+        back = filled.get(page.point_id)
+        assert np.array_equal(back.tokens, page.tokens) and back.tokens.dtype == np.float32
+        assert back.payload == page.payload  # PATCH_FIELD is the store's own, never shown
+        assert filled.get(page.point_id, with_tokens=False).tokens is None
+    for not_a_page in (str(uuid.uuid4()), "not-a-uuid", META_ID):
+        assert filled.get(not_a_page) is None
+
+
+def test_existing_and_retrieve_name_only_stored_pages(filled):
+    ids = [p.point_id for p in PAGES]
+    missing = str(uuid.uuid4())
+    assert filled.existing([*ids, missing, META_ID]) == set(ids)
+    assert filled.existing([]) == set()
+    got = {p.point_id: p for p in filled.retrieve([ids[0], missing, ids[-1]])}
+    assert set(got) == {ids[0], ids[-1]}
+    assert np.array_equal(got[ids[0]].tokens, PAGES[0].tokens)
+
+
+def test_search_ranks_a_page_first_by_its_own_tokens(filled):
+    for page in PAGES:
+        hits = filled.search(page.tokens, limit=10)
+        assert len(hits) == len(PAGES)  # every page once; the record is never a hit
+        assert hits[0].point_id == page.point_id
+        # MaxSim over unit-length tokens: each of the page's own tokens scores 1 against itself
+        assert hits[0].score == pytest.approx(page.tokens.shape[0], rel=1e-2)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(PATCH_FIELD not in h.payload and h.tokens is None for h in hits)
+    only_b = filled.search(PAGES[0].tokens, limit=10, doc_id="doc-b")
+    assert sorted(h.payload["page"] for h in only_b) == [1, 2] and {h.payload["doc_id"] for h in only_b} == {"doc-b"}
+    assert filled.search(PAGES[0].tokens, limit=10, doc_id="no-such-doc") == []
+
+
+def test_count_and_documents(filled):
+    assert filled.count() == 5  # pages only: the record is not one
+    assert (filled.count("doc-a"), filled.count("doc-b"), filled.count("no-such-doc")) == (3, 2, 0)
+    assert filled.documents() == {"doc-a": 3, "doc-b": 2}
+
+
+def test_upserting_a_page_again_replaces_it(filled):
+    page = PAGES[1]
+    filled.upsert([PagePoint(page.point_id, {**page.payload, "ingested_at": "2026-06-01T00:00:00+00:00"}, page.tokens)])
+    assert filled.count() == len(PAGES)
+    back = filled.get(page.point_id)
+    assert back.payload["ingested_at"] == "2026-06-01T00:00:00+00:00"
+    assert np.array_equal(back.tokens, page.tokens)
+
+
+def test_delete_document_removes_only_its_pages(filled, engine):
+    filled.delete_document("doc-a")
+    assert filled.documents() == {"doc-b": 2}
+    assert all(filled.get(p.point_id) is None for p in PAGES if p.payload["doc_id"] == "doc-a")
+    assert filled.record()["model"] == IDENTITY.model
+    filled.delete_document("no-such-doc")  # nothing to delete is no error
+    assert filled.count() == 2
+    with open_store(engine.model_copy(update={"collection": engine.collection + "-none"})) as missing:
+        missing.delete_document("doc-a")  # nor is a missing collection
+
+
+def test_set_payload_adds_fields_and_keeps_the_rest(filled):
+    page = PAGES[0]
+    filled.set_payload(page.point_id, {"text_preview": "Annual report", "text_mode": "ocr"})
+    back = filled.get(page.point_id)
+    assert back.payload == {**page.payload, "text_preview": "Annual report", "text_mode": "ocr"}
+    assert np.array_equal(back.tokens, page.tokens)  # the patch survived the payload write
+    for missing in (str(uuid.uuid4()), META_ID):
+        with pytest.raises(StoreError, match="no page with point id"):
+            filled.set_payload(missing, {"text_preview": "x"})
+    with pytest.raises(ValueError):
+        filled.set_payload(page.point_id, {PATCH_FIELD: {}})
+    assert filled.record()["kind"] == "collection"
+
+
+def test_the_dashboard_filter_fields_are_indexed(filled, engine):
+    if engine.qdrant_url == ":memory:":
+        pytest.skip("qdrant-client's in-process mode keeps no payload indexes (it filters by scanning)")
+    assert {k: v for k, v in filled.payload_indexes().items() if k in INDEXED_FIELDS} == INDEXED_FIELDS
+
+
+def test_scroll_visits_every_page_once_in_bounded_batches(filled):
+    batches = list(filled.scroll(batch_size=2))
+    assert all(1 <= len(b) <= 2 for b in batches)
+    seen = [p for b in batches for p in b]
+    assert sorted(p.point_id for p in seen) == sorted(p.point_id for p in PAGES)
+    by_id = {p.point_id: p for p in PAGES}
+    assert all(np.array_equal(p.tokens, by_id[p.point_id].tokens) for p in seen)
+    assert all(p.tokens is None for b in filled.scroll(batch_size=10, with_tokens=False) for p in b)
+
+
+def test_pages_outlive_the_handle_that_wrote_them(filled, engine):
+    if engine.qdrant_url == ":memory:":
+        pytest.skip("qdrant-client's in-process mode keeps nothing after its last handle closes")
+    record = filled.record()
+    filled.close()
+    with open_store(engine) as reopened:
+        assert reopened.record() == record
+        assert reopened.documents() == {"doc-a": 3, "doc-b": 2}
+        assert np.array_equal(reopened.get(PAGES[0].point_id).tokens, PAGES[0].tokens)
+
+
+def test_drop_removes_the_collection(filled, engine):
+    filled.drop()
+    assert filled.record() is None and filled.count() == 0
+    with open_store(engine) as again:
+        again.bind(IDENTITY)  # a fresh collection, with the same name
+        assert again.count() == 0
+
+
+def test_a_collection_whose_record_cannot_be_written_is_not_left_behind(store):
+    broken = ModelIdentity(IDENTITY.model, object(), DIM)  # the engine cannot serialize the record
+    with pytest.raises(Exception):
+        store.bind(broken)
+    assert store.record() is None  # the collection made a moment before was removed again
+    store.bind(IDENTITY)
+    assert store.record()["model"] == IDENTITY.model
