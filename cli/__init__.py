@@ -63,12 +63,17 @@ def _emit(as_json: bool, data, text: str) -> None:
 @clean_errors
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders: PDFs, PNG, JPEG, TIFF (multi-page too)."),
+    ocr_text: bool = typer.Option(
+        False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text (TOKENDIRECT_OCR_TEXT)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Store every page of the given documents as a multivector point (already stored pages are skipped)."""
     from ingest import Ingestor
 
     settings = _settings()
+    if ocr_text:
+        settings = settings.model_copy(update={"ocr_text": True})
     ingestor = Ingestor.from_settings(settings)
     try:
         report = ingestor.ingest(paths)
@@ -76,7 +81,10 @@ def ingest(
         ingestor.store.close()
     lines = [
         f"added {report.pages_added} pages from {len(report.documents_added)} documents; "
-        f"skipped {report.pages_skipped} pages already stored ({len(report.documents_skipped)} documents)"
+        f"skipped {report.pages_skipped} pages already stored ({len(report.documents_skipped)} documents)",
+        "text of the added pages: {pdf} from the PDF text layer, {decoded} decoded, {none} without text".format(
+            **report.text_pages
+        ),
     ]
     lines += [f"failed: {f.path}: {f.reason}" for f in report.failures]
     _emit(as_json, report.to_dict(), "\n".join(lines))
@@ -92,20 +100,30 @@ def search(
     image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file instead of text."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Number of hits (default TOKENDIRECT_TOP_K)."),
     doc: Optional[str] = typer.Option(None, "--doc", help="Only pages of this doc_id."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="visual, text, hybrid or rerank (default: hybrid when pages have text, else visual)."
+    ),
+    exact: bool = typer.Option(False, "--exact", help="Exact MaxSim over every page (no approximate index)."),
     decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
-    mode: str = typer.Option("ocr", "--mode", help="Decoding prompt with --decode: ocr or markdown."),
+    decode_mode: str = typer.Option("ocr", "--decode-mode", help="Decoding prompt with --decode: ocr or markdown."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as one JSON document."),
 ) -> None:
-    """Rank stored pages against a text (or image) query by late interaction (MaxSim)."""
+    """Rank stored pages against a text query by MaxSim over the vision tokens, BM25 over the page text, or both
+    fused; or against an image by MaxSim."""
     from PIL import Image
 
     from core.model import prompt_for
+    from core.store import SEARCH_MODES
     from decode import Decoder
     from search import Searcher
 
     if not text.strip() and image is None:
         _fail("give a query TEXT or --image FILE")
-    prompt_for(mode)  # an unknown mode fails now, not after the search
+    if mode is not None and mode not in SEARCH_MODES:
+        _fail(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
+    if image is not None and mode not in (None, "visual"):
+        _fail("an --image query is searched visually only; leave out --mode or use --mode visual")
+    prompt_for(decode_mode)  # an unknown mode fails now, not after the search
     settings = _settings()
     searcher = Searcher.from_settings(settings)
     try:
@@ -114,22 +132,27 @@ def search(
                 query = Image.open(image).convert("RGB")
             except OSError as exc:
                 _fail(f"cannot read query image {image}: {exc}")
-            hits = searcher.search_image(query, top_k, doc)
+            hits = searcher.search_image(query, top_k, doc, exact=exact)
         else:
-            hits = searcher.search(text, top_k, doc)
+            mode = mode or searcher.default_mode()
+            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact)
         rows = [h.to_dict() for h in hits]
         if decode:
             decoder = Decoder(searcher.model, searcher.store, settings)
             for row in rows:
-                row["text"] = decoder.decode(row["point_id"], mode)
+                row["text"] = decoder.decode(row["point_id"], decode_mode)
     finally:
         searcher.store.close()
     lines = []
     for rank, row in enumerate(rows, 1):
-        lines.append(f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  [{row['point_id']}]")
+        found = "+".join(row["signals"])
+        lines.append(
+            f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  ({found})  [{row['point_id']}]"
+        )
         if "text" in row:
             lines.append("   " + row["text"].replace("\n", "\n   "))
-    _emit(as_json, {"query": text or str(image), "hits": rows}, "\n".join(lines) or "no hits")
+    data = {"query": text or str(image), "mode": mode or "visual", "hits": rows}
+    _emit(as_json, data, "\n".join(lines) or "no hits")
 
 
 @app.command()
@@ -220,6 +243,28 @@ def import_(
     lines += [f"failed: page {pid} is missing or differs after the import" for pid in report.mismatched]
     _emit(as_json, report.to_dict(), "\n".join(lines))
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
+
+
+@app.command("eval")
+@clean_errors
+def eval_(
+    directory: Path = typer.Argument(..., help="A labelled set: corpus/, queries.jsonl, qrels.jsonl (see README)."),
+    build_sample: bool = typer.Option(False, "--build-sample", help="Write the project's sample set to DIRECTORY."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="Collection for the set (default eval-NAME)."),
+    ocr_text: bool = typer.Option(False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+) -> None:
+    """Ingest a labelled set and report nDCG@5, recall@1/5/10, MRR and latency for every search mode."""
+    from evaluation import evaluate, format_report
+    from evaluation.sample import build_sample as write_sample
+
+    if build_sample:
+        typer.echo(f"wrote the sample set to {write_sample(directory)}; evaluate it with: tokendirect eval {directory}")
+        return
+    settings = _settings().model_copy(update={"ocr_text": True} if ocr_text else {})
+    report = evaluate(directory, settings, collection)
+    _emit(as_json, report.to_dict(), format_report(report))
+    raise typer.Exit(EXIT_OK if not report.failures else EXIT_PARTIAL)
 
 
 @app.command("make-test-model")

@@ -37,3 +37,6 @@ class Settings(BaseSettings):
         0, ge=0, description="Rasterizing resolution for PDFs; 0 sizes each page so its long side is 1024 px."
     )
     query_font_px: int = Field(0, ge=0, description="Rendered query glyph size; 0 matches body text at ingest scale.")
+    ocr_text: bool = Field(
+        False, description="At ingest, pages without a PDF text layer get the decoder's text (one generation each)."
+    )

@@ -869,7 +869,8 @@ class ClientStore(PageStore):
             "query": unit_rows(tokens).astype(np.float32).tolist(),
             "using": UNIT,
             "filter": self._filter(doc_id),
-            "params": m.SearchParams(exact=True) if exact else None,
+            # the in-process engine always searches exactly (and warns about search params)
+            "params": m.SearchParams(exact=True) if exact and not self.in_process else None,
         }
 
     def _text_part(self, sparse, doc_id):

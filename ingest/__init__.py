@@ -15,10 +15,11 @@ from typing import Iterable
 from tqdm import tqdm
 
 from config import Settings
-from core.model import OcrModel
+from core.model import OcrModel, prompt_for
 from core.pages import InputError, Page, count_pages, discover, file_digest, point_id, render_pages
 from core.store import PagePoint, PageStore, open_store
 from core.tensors import to_numpy
+from core.text import FROM_DECODER, FROM_PDF, pdf_page_texts, text_fields
 
 
 @dataclass
@@ -34,6 +35,8 @@ class IngestReport:
     documents_added: list[str] = field(default_factory=list)
     documents_skipped: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    # pages added, by where their text came from: the PDF's text layer, the decoder (--ocr-text), or none
+    text_pages: dict[str, int] = field(default_factory=lambda: {FROM_PDF: 0, FROM_DECODER: 0, "none": 0})
 
     @property
     def ok(self) -> bool:
@@ -90,7 +93,7 @@ class Ingestor:
         with bar:
             for path, doc_id, n, done in plans:
                 try:
-                    added = self._ingest_document(path, doc_id, done, bar)
+                    added = self._ingest_document(path, doc_id, n, done, bar, report)
                 except (InputError, OSError) as exc:
                     if not done and self._bound:  # leave no partial document behind
                         self.store.delete_document(doc_id)
@@ -101,23 +104,26 @@ class Ingestor:
                 report.documents_added.append(str(path))
         return report
 
-    def _ingest_document(self, path: Path, doc_id: str, done: set[str], bar: tqdm) -> int:
+    def _ingest_document(
+        self, path: Path, doc_id: str, n: int, done: set[str], bar: tqdm, report: IngestReport
+    ) -> int:
         added = 0
         batch: list[Page] = []
+        texts = pdf_page_texts(path, n)  # the text layer of every page, in one pass over the file
         for page in render_pages(path, doc_id, self.settings.pdf_dpi):
             if page.point_id in done:
                 continue
             batch.append(page)
             if len(batch) == self.settings.batch_size:
-                added += self._store_batch(batch, path)
+                added += self._store_batch(batch, path, texts, report)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            added += self._store_batch(batch, path)
+            added += self._store_batch(batch, path, texts, report)
             bar.update(len(batch))
         return added
 
-    def _store_batch(self, pages: list[Page], path: Path) -> int:
+    def _store_batch(self, pages: list[Page], path: Path, texts: list[str], report: IngestReport) -> int:
         tokens = self.model.encode_pages([p.image for p in pages], batch_size=self.settings.batch_size)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         points = [
@@ -135,6 +141,7 @@ class Ingestor:
                     "n_tokens": int(t.shape[0]),
                     "model": self.model.name,
                     "ingested_at": now,
+                    **text_fields(texts[page.page - 1], FROM_PDF),
                 },
             )
             for page, t in zip(pages, tokens)
@@ -143,7 +150,18 @@ class Ingestor:
             self.store.bind(self.model.identity)
             self._bound = True
         self.store.upsert(points)
+        for point, t in zip(points, tokens):
+            if point.payload["text_source"] is None and self.settings.ocr_text:
+                self._decode_text(point, t)
+            report.text_pages[point.payload["text_source"] or "none"] += 1
         return len(points)
+
+    def _decode_text(self, point: PagePoint, tokens) -> None:
+        """A page without a text layer gets the matched decoder's reading of its tokens (the very values just
+        stored), so BM25 can find it too. Runs after the page is stored: an interrupted run loses only text."""
+        text = self.model.generate_from_tokens(tokens, prompt_for("ocr"), self.settings.max_new_tokens)
+        self.store.set_text(point.point_id, text, FROM_DECODER)
+        point.payload.update(text_fields(text, FROM_DECODER))
 
 
 def _reason(exc: Exception) -> str:

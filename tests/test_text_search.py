@@ -172,3 +172,73 @@ def test_a_collection_made_before_text_search_still_searches_visually(backend_se
     finally:
         s.drop()
         s.close()
+
+
+# -- through ingest and search, with the tiny model ------------------------------------------------------------------
+
+RARE = "zymurgy"
+
+
+@pytest.fixture
+def mixed_docs(tmp_path):
+    """A born-digital two-page PDF (a text layer) and a scanned page (pixels only)."""
+    from tests.conftest import page_image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_text_pdf(folder / "guide.pdf", [["Brewing guide", f"Notes on {RARE} and yeast."],
+                                          ["Harbour notes", "Ferry times change in winter."]])
+    page_image(["Scanned letter", "Dear Sir"], size=(600, 600)).save(folder / "letter.png")
+    return folder
+
+
+def test_ingest_stores_each_pages_text_and_counts_its_source(backend_settings, mixed_docs):
+    from ingest import Ingestor
+    from search import Searcher
+
+    ingestor = Ingestor.from_settings(backend_settings)
+    try:
+        report = ingestor.ingest([mixed_docs])
+        assert report.ok and report.text_pages == {"pdf": 2, "decoded": 0, "none": 1}
+        store = ingestor.store
+        sources = {p.payload["file_name"]: p for batch in store.scroll(with_tokens=False) for p in batch}
+        assert sources["letter.png"].payload["text"] is None and sources["letter.png"].payload["text_source"] is None
+        assert store.text_pages() == 2
+
+        searcher = Searcher(ingestor.model, store, ingestor.settings)
+        assert searcher.default_mode() == "hybrid"
+        hits = searcher.search(RARE, top_k=3)  # hybrid: the text finds page 1, the visual signal sees every page
+        assert [h.mode for h in hits] == ["hybrid"] * 3 and len({h.point_id for h in hits}) == 3
+        by_page = {(h.source.rsplit("/", 1)[-1], h.page): h.signals for h in hits}
+        assert by_page[("guide.pdf", 1)] == ["visual", "text"]
+        assert by_page[("letter.png", 1)] == ["visual"]  # no text: found visually
+        text_hits = searcher.search(RARE, top_k=3, mode="text")
+        assert [(h.page, h.signals, h.query_tokens) for h in text_hits] == [(1, ["text"], 0)]
+        assert text_hits[0].source.endswith("guide.pdf")
+        rerank = searcher.search("ferry winter", top_k=3, mode="rerank")
+        assert [(h.page, h.signals) for h in rerank] == [(2, ["text", "visual"])]
+        with_tokens = searcher.search(RARE, top_k=3, mode="visual", tokens=searcher.encode_query(RARE))
+        assert [h.point_id for h in with_tokens] == [h.point_id for h in searcher.search(RARE, 3, mode="visual")]
+    finally:
+        ingestor.store.close()
+
+
+def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, mixed_docs):
+    from core.text import normalize
+    from decode import Decoder
+    from ingest import Ingestor
+    from search import Searcher
+
+    ingestor = Ingestor.from_settings(settings.model_copy(update={"ocr_text": True}))
+    try:
+        report = ingestor.ingest([mixed_docs / "letter.png"])
+        assert report.text_pages == {"pdf": 0, "decoded": 1, "none": 0}
+        [[page]] = list(ingestor.store.scroll(with_tokens=False))
+        # the text is what the decoder makes of the stored tokens (the tiny model's text means nothing)
+        decoded = normalize(Decoder(ingestor.model, ingestor.store, ingestor.settings).decode(page.point_id))
+        assert page.payload["text"] == decoded and page.payload["text_source"] == "decoded"
+        word = max((w for w in decoded.split() if w.isalpha()), key=len)
+        hits = Searcher(ingestor.model, ingestor.store, ingestor.settings).search(word, 3, mode="text")
+        assert [h.point_id for h in hits] == [page.point_id]
+    finally:
+        ingestor.store.close()
