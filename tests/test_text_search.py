@@ -242,3 +242,10 @@ def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, mixed_docs):
         assert [h.point_id for h in hits] == [page.point_id]
     finally:
         ingestor.store.close()
+
+
+def test_hybrid_with_no_searchable_word_is_the_visual_ranking(store):
+    hybrid = store.search(PAGES[1].tokens, 4, text="the of", mode="hybrid")  # stop words only
+    visual = store.search(PAGES[1].tokens, 4, mode="visual")
+    assert [h.point_id for h in hybrid] == [h.point_id for h in visual]
+    assert all(h.signals == ["visual"] for h in hybrid)
