@@ -176,13 +176,14 @@ class PageStore(ABC):
 
     def upsert(self, points: list[PagePoint]) -> None:
         ready = []
+        indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
         for p in points:
             form = to_storage(p.tokens)
             payload = dict(p.payload)
             if form.patch:
                 payload[PATCH_FIELD] = form.patch
             vectors = {TOKENS: form.vectors, UNIT: unit_rows(p.tokens)}
-            sparse = embed_document(payload.get("text")) if self.has_text_index() else None
+            sparse = embed_document(payload.get("text")) if indexed else None
             if sparse is not None:
                 vectors[BM25] = self._sparse(sparse)
             ready.append((p.point_id, vectors, payload))
@@ -274,8 +275,8 @@ class PageStore(ABC):
         sparse = embed_query(text)
         if sparse is None and mode != "hybrid":
             return []  # no searchable word in the query (empty, or only stop words)
-        return self._query(query, limit, doc_id, exact=exact, sparse=None if sparse is None else self._sparse(sparse),
-                           mode=mode)
+        native = None if sparse is None else self._sparse(sparse)
+        return self._query(query, limit, doc_id, exact=exact, sparse=native, mode=mode)
 
     def _query(self, tokens, limit, doc_id, *, exact=False, sparse=None, mode="visual") -> list[PagePoint]:
         """One Qdrant query per mode, built from the engine's parts; hybrid also asks (in the same batch) for the
