@@ -197,6 +197,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             "dimension": record and record["dim"],
             "points": sum(docs.values()),
             "documents": len(docs),
+            "text_search": bool(record) and store.has_text_index(),  # False: made before text search, visual only
+            "pages_with_text": store.text_pages() if record else 0,
             "configured_model": settings.model,
         }
     text = "\n".join(f"{k}: {v}" for k, v in data.items())

@@ -113,9 +113,11 @@ def test_the_eval_command(tiny_model_dir, tmp_path):
     data = ok_json(run_cli(["eval", root, "--json"], env, tmp_path))
     assert [r["run"] for r in data["runs"]] == [label for label, _, _ in RUNS]
     assert data["runs"][2]["mode"] == "text" and data["runs"][1]["exact"] is True
-    hits = ok_json(run_cli(["search", "zymurgy", "--mode", "text", "--json"], env | {
-        "TOKENDIRECT_COLLECTION": "eval-small"}, tmp_path))
+    on_set = env | {"TOKENDIRECT_COLLECTION": "eval-small"}
+    hits = ok_json(run_cli(["search", "zymurgy", "--mode", "text", "--json"], on_set, tmp_path))
     assert hits["mode"] == "text" and [(h["page"], h["signals"]) for h in hits["hits"]] == [(1, ["text"])]
+    info = ok_json(run_cli(["info", "--json"], on_set, tmp_path))
+    assert (info["points"], info["text_search"], info["pages_with_text"]) == (3, True, 2)
     assert "no corpus/ folder" in usage_error(run_cli(["eval", tmp_path / "nothing"], env, tmp_path))
     assert "unknown search mode 'fuzzy'" in usage_error(run_cli(["search", "x", "--mode", "fuzzy"], env, tmp_path))
     built = run_cli(["eval", "--build-sample", tmp_path / "sample"], env, tmp_path)
