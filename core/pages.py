@@ -307,6 +307,8 @@ def _image_frame_count(path: Path, limits: Limits = DEFAULT_LIMITS) -> int:
         with Image.open(path) as im:
             frames = getattr(im, "n_frames", 1)
             im.load()
+    except InputError:
+        raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"image too large ({str(exc).splitlines()[0][:120]})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

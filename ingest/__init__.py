@@ -262,12 +262,17 @@ class Ingestor:
         s = self.settings
         return s.qdrant_url or f"embedded store {Path(s.data_dir) / 'qdrant' / s.collection}"
 
+    @property
+    def lock_path(self) -> Path:
+        """One writer per (data dir, store, collection): a server's collection gets its own lock name, but only
+        jobs sharing this data directory on this host see it (README: "One writer")."""
+        s = self.settings
+        where = hashlib.sha256((s.qdrant_url or "embedded").encode()).hexdigest()[:12]
+        return Path(s.data_dir) / "locks" / f"ingest-{s.collection}-{where}.lock"
+
     def _lock(self, wait: float) -> FileLock:
         s = self.settings
-        # One writer per (data dir, store, collection): a server's collection gets its own lock name, but only
-        # jobs sharing this data directory on this host see it (README: "One writer").
-        where = hashlib.sha256((s.qdrant_url or "embedded").encode()).hexdigest()[:12]
-        lock = FileLock(Path(s.data_dir) / "locks" / f"ingest-{s.collection}-{where}.lock", command_line())
+        lock = FileLock(self.lock_path, command_line())
         try:
             lock.acquire(wait)
         except LockBusyError as exc:
@@ -322,6 +327,7 @@ class _Run:
         self.settings = ingestor.settings
         self.docs: list[Doc] = []
         self.seen: dict[str, Doc] = {}  # doc_id -> the first file with those bytes this run
+        self.bad: dict[str, str] = {}  # doc_id -> why those bytes failed this run
         self.completed: set[str] = set()  # doc ids whose every page is stored, checked this run
         self.timings: dict[str, float] = {}
         self.stop = threading.Event()
@@ -393,6 +399,8 @@ class _Run:
                 try:
                     self._read(doc)
                 except (InputError, OSError) as exc:
+                    if doc.doc_id:  # other copies of these bytes fail alike
+                        self.bad.setdefault(doc.doc_id, _reason(exc))
                     self._put(self.pages_q, ("fail", doc, _reason(exc)))
                 except Exception as exc:  # an unforeseen failure names the file; the run goes on
                     log.exception("unexpected failure on %s", doc.name)
@@ -403,6 +411,8 @@ class _Run:
     def _read(self, doc: Doc) -> None:
         st = doc.path.stat()
         doc.size, doc.mtime_ns = st.st_size, st.st_mtime_ns
+        if doc.size == 0:
+            raise InputError("empty file")
         older = self.by_source.get(doc.source, [])
         if self.settings.trust_mtime:
             for d in older:
@@ -417,6 +427,8 @@ class _Run:
         t = time.perf_counter()
         doc.doc_id = file_digest(doc.path)
         self.add_time("hash_s", time.perf_counter() - t)
+        if doc.doc_id in self.bad:
+            raise InputError(self.bad[doc.doc_id])
         first = self.seen.setdefault(doc.doc_id, doc)
         stored = self.catalog.get(doc.doc_id)
         doc.replaces = [d.doc_id for d in older if d.doc_id != doc.doc_id]
