@@ -255,6 +255,11 @@ def demo() -> None:
     raise typer.Exit(run_demo(_settings()))
 
 
+from cli import bench as _bench  # noqa: E402 - the sub-app's commands use the helpers above
+
+app.add_typer(_bench.app, name="bench")
+
+
 def main() -> None:
     app(prog_name="tokendirect")
 
