@@ -39,10 +39,11 @@ def clean_errors(fn):
         from core.pages import InputError
         from core.store import StoreError
         from decode import PointNotFoundError
+        from ingest import IngestBusyError
 
         try:
             return fn(*args, **kwargs)
-        except (ModelLoadError, StoreError, PointNotFoundError, InputError, ValueError) as exc:
+        except (ModelLoadError, StoreError, PointNotFoundError, InputError, IngestBusyError, ValueError) as exc:
             _fail(str(exc))
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -67,8 +68,16 @@ def ingest(
         False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text (TOKENDIRECT_OCR_TEXT)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+    prune: bool = typer.Option(
+        False, "--prune", help="Also remove stored documents whose source file under PATH... is gone."
+    ),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0, metavar="SECONDS",
+        help="Wait this long for another ingest into the same collection to finish (default: exit 2 at once).",
+    ),
 ) -> None:
-    """Store every page of the given documents as a multivector point (already stored pages are skipped)."""
+    """Store every page of the given documents as a multivector point; unchanged files are skipped, changed ones
+    replaced. Safe to run from a scheduler: one writer at a time, and a killed run is completed by the next."""
     from ingest import Ingestor
 
     settings = _settings()
@@ -76,16 +85,21 @@ def ingest(
         settings = settings.model_copy(update={"ocr_text": True})
     ingestor = Ingestor.from_settings(settings)
     try:
-        report = ingestor.ingest(paths)
+        report = ingestor.ingest(paths, prune=prune, wait=wait)
     finally:
         ingestor.store.close()
     lines = [
-        f"added {report.pages_added} pages from {len(report.documents_added)} documents; "
-        f"skipped {report.pages_skipped} pages already stored ({len(report.documents_skipped)} documents)",
+        f"added {report.pages_added} pages from {len(report.documents_added) + len(report.documents_updated)} "
+        f"documents ({len(report.documents_updated)} updated); skipped {report.pages_skipped} pages already stored "
+        f"({len(report.documents_skipped)} documents); removed {report.pages_removed} pages "
+        f"({len(report.documents_pruned)} documents pruned)",
         "text of the added pages: {pdf} from the PDF text layer, {decoded} decoded, {none} without text".format(
             **report.text_pages
         ),
     ]
+    lines += [f"added: {p}" for p in report.documents_added]
+    lines += [f"updated: {p}" for p in report.documents_updated]
+    lines += [f"pruned: {p}" for p in report.documents_pruned]
     lines += [f"failed: {f.path}: {f.reason}" for f in report.failures]
     _emit(as_json, report.to_dict(), "\n".join(lines))
     for f in report.failures if as_json else ():
@@ -286,6 +300,11 @@ def demo() -> None:
     from cli.demo import run_demo
 
     raise typer.Exit(run_demo(_settings()))
+
+
+from cli import bench as _bench  # noqa: E402 - the sub-app's commands use the helpers above
+
+app.add_typer(_bench.app, name="bench")
 
 
 def main() -> None:

@@ -37,6 +37,20 @@ class Settings(BaseSettings):
         0, ge=0, description="Rasterizing resolution for PDFs; 0 sizes each page so its long side is 1024 px."
     )
     query_font_px: int = Field(0, ge=0, description="Rendered query glyph size; 0 matches body text at ingest scale.")
+    # Sharing the embedded engine: a shard admits one process at a time.
+    store_wait: float = Field(
+        30.0, ge=0, description="Seconds a command waits for the embedded store while another process holds it."
+    )
+    # Ingest limits: a breach fails that file alone, with its reason.
+    max_pages: int = Field(2000, ge=1, description="Most pages one document may have.")
+    max_file_mb: float = Field(1024.0, gt=0, description="Largest input file, in MB.")
+    max_image_pixels: int = Field(
+        150_000_000, ge=1, description="Most pixels one page image may have (guards against decompression bombs)."
+    )
+    raster_timeout: float = Field(120.0, gt=0, description="Seconds the PDF rasterizer may take for one call.")
+    trust_mtime: bool = Field(
+        True, description="Skip a file without hashing it when its size and mtime match the stored record."
+    )
     ocr_text: bool = Field(
         False, description="At ingest, pages without a PDF text layer get the decoder's text (one generation each)."
     )

@@ -52,52 +52,178 @@ def point_id(doc_id: str, page: int) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{doc_id}:{page}"))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one input file may cost; a breach fails that file alone, with a reason naming the setting."""
+
+    max_pages: int = 2000
+    max_bytes: int = 1 << 30
+    max_pixels: int = 150_000_000
+    raster_timeout: float = 120.0
+    chunk: int = 4  # PDF pages rasterized per poppler call: fewer process starts, still a bounded few in memory
+
+    @classmethod
+    def from_settings(cls, s) -> "Limits":
+        return cls(
+            max_pages=s.max_pages,
+            max_bytes=int(s.max_file_mb * (1 << 20)),
+            max_pixels=s.max_image_pixels,
+            raster_timeout=s.raster_timeout,
+            chunk=max(1, s.batch_size),
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def display_path(path: str | Path) -> str:
+    """A path as text that can always be printed and stored: bytes that are not UTF-8 appear as \\xNN."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def discover(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Expand files and folders into supported files (sorted, each once). Returns (files, failures)."""
+    """Expand files and folders into supported files (sorted, each once). Returns (files, failures).
+
+    Symbolic links are followed; a link that leads back into a folder being walked is named as a loop and not
+    entered, a broken link to a supported file is named too, as is a folder that cannot be read."""
     files: list[Path] = []
     failures: list[tuple[str, str]] = []
     seen: set[Path] = set()
+    walked: set[tuple[int, int]] = set()
+
+    def add(path: Path) -> None:
+        try:
+            real = path.resolve()
+            if not real.is_file():
+                failures.append((display_path(path), "not a regular file"))
+            elif real not in seen:
+                seen.add(real)
+                files.append(path)
+        except OSError as exc:
+            failures.append((display_path(path), _os_reason(exc)))
+
+    def walk(folder: Path, ancestors: frozenset) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            failures.append((display_path(folder), f"cannot read folder ({_os_reason(exc)})"))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    st = path.stat()
+                    key = (st.st_dev, st.st_ino)
+                    if key in ancestors:
+                        failures.append((display_path(path), f"folder loop: links back to {display_path(path.resolve())}"))
+                    elif key not in walked:  # a folder reached by two links is walked once
+                        walked.add(key)
+                        walk(path, ancestors | {key})
+                elif path.suffix.lower() in SUPPORTED_SUFFIXES:
+                    if entry.is_symlink() and not path.exists():
+                        failures.append((display_path(path), "broken symbolic link"))
+                    else:
+                        add(path)
+            except OSError as exc:  # a link to itself (ELOOP), a file gone meanwhile
+                failures.append((display_path(path), _os_reason(exc)))
+
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            failures.append((str(raw), "no such file or folder"))
+        if path.is_symlink() and not path.exists():
+            failures.append((display_path(raw), "broken symbolic link"))
+        elif not path.exists():
+            failures.append((display_path(raw), "no such file or folder"))
         elif path.is_dir():
-            for root, dirs, names in os.walk(path, followlinks=False):
-                dirs.sort()
-                for name in sorted(names):
-                    f = Path(root) / name
-                    if f.suffix.lower() in SUPPORTED_SUFFIXES and f.resolve() not in seen:
-                        seen.add(f.resolve())
-                        files.append(f)
+            st = path.stat()
+            walked.add((st.st_dev, st.st_ino))
+            walk(path, frozenset({(st.st_dev, st.st_ino)}))
         elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            failures.append((str(raw), f"unsupported file type {path.suffix or '(none)'!r}"))
-        elif path.resolve() not in seen:
-            seen.add(path.resolve())
-            files.append(path)
+            failures.append((display_path(raw), f"unsupported file type {path.suffix or '(none)'!r}"))
+        else:
+            add(path)
     return files, failures
 
 
-def count_pages(path: Path) -> int:
+def count_pages(path: Path, limits: Limits = DEFAULT_LIMITS, dpi: int = 0) -> int:
     """Number of pages, validating the file on the way; raises InputError for anything unusable."""
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise InputError("empty file")
+    if size > limits.max_bytes:
+        raise InputError(
+            f"file too large ({size / (1 << 20):.1f} MB > {limits.max_bytes / (1 << 20):g} MB, TOKENDIRECT_MAX_FILE_MB)"
+        )
+    _check_content(path)
     if path.suffix.lower() in PDF_SUFFIXES:
-        return _pdf_page_count(path)
-    return _image_frame_count(path)
+        n = _pdf_page_count(path, limits, dpi)
+    else:
+        n = _image_frame_count(path, limits)
+    if n > limits.max_pages:
+        raise InputError(f"too many pages ({n} > {limits.max_pages}, TOKENDIRECT_MAX_PAGES)")
+    return n
 
 
-def render_pages(path: Path, doc_id: str, dpi: int = 0) -> Iterator[Page]:
-    """Yield the file's pages one at a time as RGB images."""
-    n = count_pages(path)
+def render_pages(
+    path: Path, doc_id: str, dpi: int = 0, limits: Limits = DEFAULT_LIMITS, numbers: list[int] | None = None,
+    n: int | None = None,
+) -> Iterator[Page]:
+    """Yield the file's pages (or only those in `numbers`) one at a time as RGB images; a few at most in memory."""
+    n = n or count_pages(path, limits, dpi)
+    wanted = list(range(1, n + 1)) if numbers is None else sorted(numbers)
     source = str(path)
     if path.suffix.lower() in PDF_SUFFIXES:
-        for number in range(1, n + 1):
-            yield Page(doc_id, source, number, n, _pdf_page(path, number, dpi))
+        for first, last in _runs(wanted, limits.chunk):
+            for number, image in zip(range(first, last + 1), _pdf_pages(path, first, last, dpi, limits)):
+                yield Page(doc_id, source, number, n, image)
     else:
         with Image.open(path) as im:
-            for number in range(1, n + 1):
+            for number in wanted:
                 im.seek(number - 1)
+                _check_pixels(im.size, limits, number)
                 yield Page(doc_id, source, number, n, to_rgb(im))
+
+
+def _runs(numbers: list[int], chunk: int) -> Iterator[tuple[int, int]]:
+    """Consecutive page numbers as (first, last) runs of at most `chunk` pages."""
+    start = prev = None
+    for k in numbers:
+        if start is not None and k == prev + 1 and k - start < chunk:
+            prev = k
+            continue
+        if start is not None:
+            yield start, prev
+        start = prev = k
+    if start is not None:
+        yield start, prev
+
+
+# Leading bytes of each format: a file whose content is another format than its name says is refused.
+_MAGIC = {b"%PDF": "PDF", b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+_EXPECTED = {".pdf": "PDF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _check_content(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    expected = _EXPECTED[path.suffix.lower()]
+    found = next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), None)
+    if found is None and expected == "PDF" and b"%PDF" in head:
+        return  # PDF readers accept junk before the header
+    if found != expected:
+        what = f"a {found} file" if found else f"not a {expected} file"
+        raise InputError(f"content does not match the name: {what}, named {path.suffix!r}")
+
+
+def _check_pixels(size: tuple[int, int], limits: Limits, number: int) -> None:
+    w, h = size
+    if w * h > limits.max_pixels:
+        raise InputError(
+            f"page {number} is too large ({w} x {h} px > {limits.max_pixels} px, TOKENDIRECT_MAX_IMAGE_PIXELS)"
+        )
+
+
+def _os_reason(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -110,12 +236,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _pdf_page_count(path: Path) -> int:
+def _pdf_page_count(path: Path, limits: Limits = DEFAULT_LIMITS, dpi: int = 0) -> int:
     from pdf2image import pdfinfo_from_path
-    from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError
+    from pdf2image.exceptions import (
+        PDFInfoNotInstalledError,
+        PDFPageCountError,
+        PDFPopplerTimeoutError,
+        PDFSyntaxError,
+    )
 
     try:
-        info = pdfinfo_from_path(str(path), timeout=60)
+        info = pdfinfo_from_path(str(path), timeout=limits.raster_timeout)
     except PDFInfoNotInstalledError:
         raise InputError("poppler is not installed (pdfinfo not found); install poppler-utils") from None
     except (PDFPageCountError, PDFSyntaxError) as exc:
@@ -125,34 +256,61 @@ def _pdf_page_count(path: Path) -> int:
         if "invalid page count 0" in text:
             raise InputError("PDF has no pages") from None
         raise InputError("not a readable PDF (corrupt or truncated)") from None
-    except Exception as exc:  # pdfinfo timeouts and odd failures: one clear line, never a traceback
+    except PDFPopplerTimeoutError:
+        raise InputError(
+            f"reading the PDF timed out after {limits.raster_timeout:g} s (TOKENDIRECT_RASTER_TIMEOUT)"
+        ) from None
+    except Exception as exc:  # odd failures: one clear line, never a traceback
         raise InputError(f"not a readable PDF ({type(exc).__name__})") from None
     pages = int(info.get("Pages", 0) or 0)
     if pages < 1:
         raise InputError("PDF has no pages")
+    if dpi:  # at the default size a page is at most 1024 px long; at a set resolution its size decides
+        try:
+            w, h = (float(v) for v in str(info.get("Page size", "")).split()[0:3:2])
+        except ValueError:
+            w = h = 0.0
+        _check_pixels((int(w / 72 * dpi), int(h / 72 * dpi)), limits, 1)
     return pages
 
 
-def _pdf_page(path: Path, number: int, dpi: int) -> Image.Image:
+def _pdf_pages(path: Path, first: int, last: int, dpi: int, limits: Limits) -> list[Image.Image]:
     from pdf2image import convert_from_path
+    from pdf2image.exceptions import PDFPopplerTimeoutError
 
     kwargs = {"dpi": dpi} if dpi else {"size": TARGET_LONG_SIDE}
+    where = f"page {first}" if first == last else f"pages {first}-{last}"
     try:
-        images = convert_from_path(str(path), first_page=number, last_page=number, timeout=120, **kwargs)
+        images = convert_from_path(
+            str(path), first_page=first, last_page=last, timeout=limits.raster_timeout, **kwargs
+        )
+    except PDFPopplerTimeoutError:
+        raise InputError(
+            f"rasterizing {where} timed out after {limits.raster_timeout:g} s (TOKENDIRECT_RASTER_TIMEOUT)"
+        ) from None
     except Exception as exc:
-        raise InputError(f"page {number} could not be rasterized ({type(exc).__name__})") from None
-    if not images:
-        raise InputError(f"page {number} could not be rasterized")
-    return images[0].convert("RGB")
+        raise InputError(f"{where} could not be rasterized ({type(exc).__name__})") from None
+    if len(images) != last - first + 1:
+        raise InputError(f"{where} could not be rasterized")
+    out = []
+    for number, im in zip(range(first, last + 1), images):
+        _check_pixels(im.size, limits, number)
+        out.append(im.convert("RGB"))
+    return out
 
 
-def _image_frame_count(path: Path) -> int:
+def _image_frame_count(path: Path, limits: Limits = DEFAULT_LIMITS) -> int:
     try:
         with Image.open(path) as im:
+            _check_pixels(im.size, limits, 1)  # from the header, before anything is decoded
             im.verify()
         with Image.open(path) as im:
             frames = getattr(im, "n_frames", 1)
             im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image too large ({str(exc).splitlines()[0][:120]})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
     return int(frames)

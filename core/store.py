@@ -12,6 +12,7 @@ holds every engine to the same behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -26,6 +27,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from config import Settings
+from core.locks import FileLock, LockBusyError, command_line
 from core.model import ModelIdentity
 from core.text import SparseVector, embed_document, embed_query, text_fields
 
@@ -329,6 +331,10 @@ class PageStore(ABC):
     def close(self) -> None:
         pass
 
+    def window(self):
+        """A block of work that holds the store; the embedded shard is given back to other processes after it."""
+        return contextlib.nullcontext(self)
+
     def __enter__(self) -> "PageStore":
         return self
 
@@ -446,32 +452,76 @@ _SHARED = _Shared()
 
 
 class EdgeStore(PageStore):
-    """A qdrant-edge shard on local disk. One process holds it at a time; stages within it share it."""
+    """A qdrant-edge shard on local disk. One process holds it at a time; stages within it share it.
 
-    def __init__(self, path: Path, collection: str):
+    Other processes wait for the shard up to `wait` seconds (TOKENDIRECT_STORE_WAIT) rather than fail: a lock file
+    beside the shard (`<collection>.lock`) queues them and names the holder when the wait runs out. Ingest holds
+    the shard only in short windows (`window()`), so searches get in between its batches."""
+
+    def __init__(self, path: Path, collection: str, wait: float = 30.0):
         self.collection = collection
         self.path = Path(path)
+        self.wait = wait
         self._key = str(self.path.resolve())
         self._shard = None
+        self._depth = 0  # open windows; the shard is given back when the outermost one closes
+        self.waited_s = 0.0  # how long the last open waited for another process
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / f"{self.path.name}.lock"
 
     @property
     def shard(self):
         if self._shard is None and self._exists():
-            self._shard = _SHARED.acquire(self._key, self._open)
+            self._shard = _SHARED.acquire(self._key, lambda: self._hold(self._load))
         return self._shard
 
-    def _open(self):
+    def window(self):
+        return _Window(self)
+
+    def _load(self):
         import qdrant_edge as q
 
+        return q.EdgeShard.load(str(self.path))
+
+    def _hold(self, opener):
+        """Take the lock file (waiting up to `wait` s), then open the shard; the lock goes when the shard closes."""
+        lock = FileLock(self.lock_path, command_line())
+        deadline = time.monotonic() + self.wait
         try:
-            return q.EdgeShard.load(str(self.path))
-        except Exception as exc:
-            if "WouldBlock" in str(exc):
-                raise StoreError(
-                    f"the embedded store {self.path} is in use by another process; wait for it to finish, "
-                    "or run a Qdrant server (TOKENDIRECT_QDRANT_URL) for concurrent access"
-                ) from None
-            raise StoreError(f"cannot open the embedded store {self.path}: {exc}") from None
+            lock.acquire(self.wait)
+        except LockBusyError as exc:
+            raise StoreError(self._busy(exc.holder)) from None
+        if lock.stale:
+            log.info("took over the embedded store from %s, which no longer runs", lock.stale.describe())
+        try:
+            while True:
+                try:
+                    shard = opener()
+                    break
+                except Exception as exc:
+                    # A holder that does not take the lock file (an older version) still holds the WAL.
+                    if "WouldBlock" in str(exc) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    if "WouldBlock" in str(exc):
+                        raise StoreError(self._busy(None)) from None
+                    raise StoreError(f"cannot open the embedded store {self.path}: {exc}") from None
+        except BaseException:
+            lock.release()
+            raise
+        self.waited_s = lock.waited_s
+        _LOCKS[id(shard)] = lock
+        return shard
+
+    def _busy(self, holder) -> str:
+        who = holder.describe() if holder else "another process"
+        return (
+            f"the embedded store {self.path} is in use by {who} and was not free within "
+            f"{self.wait:g} s (TOKENDIRECT_STORE_WAIT); try again later, or run a Qdrant server "
+            "(TOKENDIRECT_QDRANT_URL) for concurrent access"
+        )
 
     def _exists(self) -> bool:
         return self._shard is not None or (self.path / "edge_config.json").exists() or (self.path / "wal").exists()
@@ -494,7 +544,7 @@ class EdgeStore(PageStore):
             sparse_vectors={BM25: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},  # IDF from the collection
         )
         self.path.mkdir(parents=True, exist_ok=True)
-        self._shard = _SHARED.acquire(self._key, lambda: q.EdgeShard.create(str(self.path), config))
+        self._shard = _SHARED.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
 
     def _create_index(self, name: str, kind: str) -> None:
         import qdrant_edge as q
@@ -663,7 +713,36 @@ class EdgeStore(PageStore):
     def close(self) -> None:
         if self._shard is not None:
             self._shard = None
-            _SHARED.release(self._key, lambda shard: shard.close())
+            _SHARED.release(self._key, _close_shard)
+
+
+def _close_shard(shard) -> None:
+    try:
+        shard.close()
+    finally:
+        lock = _LOCKS.pop(id(shard), None)
+        if lock is not None:
+            lock.release()
+
+
+_LOCKS: dict[int, FileLock] = {}  # open shard -> the lock file held for it
+
+
+class _Window:
+    """`with store.window():` holds an embedded shard for the block only, then gives it back to other processes
+    (unless an enclosing window, or another stage of this process, still uses it)."""
+
+    def __init__(self, store: EdgeStore):
+        self.store = store
+
+    def __enter__(self):
+        self.store._depth += 1
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        self.store._depth -= 1
+        if self.store._depth == 0:
+            self.store.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -961,7 +1040,7 @@ def open_store(settings: Settings | None = None) -> PageStore:
         return ClientStore.connect(
             s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port
         )
-    return EdgeStore(Path(s.data_dir) / "qdrant" / s.collection, s.collection)
+    return EdgeStore(Path(s.data_dir) / "qdrant" / s.collection, s.collection, s.store_wait)
 
 
 def _describe(identity: ModelIdentity) -> str:

@@ -35,7 +35,7 @@ class SparseVector:
     values: list[float]
 
 
-def pdf_page_texts(path: Path, pages: int) -> list[str]:
+def pdf_page_texts(path: Path, pages: int, timeout: float = 120.0) -> list[str]:
     """The text layer of each of a PDF's `pages` pages, normalised ("" where a page has none).
 
     One pdftotext run for the whole document: it ends every page with a form feed."""
@@ -43,7 +43,7 @@ def pdf_page_texts(path: Path, pages: int) -> list[str]:
         return [""] * pages
     try:
         run = subprocess.run(
-            ["pdftotext", "-q", "-enc", "UTF-8", str(path), "-"], capture_output=True, timeout=120, check=False
+            ["pdftotext", "-q", "-enc", "UTF-8", str(path), "-"], capture_output=True, timeout=timeout, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return [""] * pages  # no text layer to be had: the page is still searched visually

@@ -150,11 +150,8 @@ def evaluate(root: str | Path, settings: Settings | None = None, collection: str
     model = OcrModel.from_settings(s)
     store = open_store(s)
     try:
-        ingestor = Ingestor(model, store, s)
-        current = {file_digest(f) for f in discover([evalset.corpus])[0]}
-        for doc_id in set(store.documents()) - current:
-            store.delete_document(doc_id)  # a file edited or removed since the last run
-        ingest = ingestor.ingest([evalset.corpus])
+        # prune: pages of files edited or removed since the last run go
+        ingest = Ingestor(model, store, s).ingest([evalset.corpus], prune=True)
         searcher = Searcher(model, store, s)
         return _run(evalset, searcher, s.collection, ingest.failures)
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
 from .conftest import page_image, write_pdf
@@ -63,6 +64,26 @@ def _truncated_pdf(path: Path, valid: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _as_jpeg(path: Path, valid: Path) -> None:
+    page_image(["JPEG bytes"], size=(200, 100)).save(path, format="JPEG")
+
+
+def _pixel_bomb(path: Path, valid: Path) -> None:
+    # 160 million pixels of one colour: a few kB on disk, 480 MB once decoded to RGB.
+    Image.new("1", (16000, 10000)).save(path)
+
+
+def _too_big(path: Path, valid: Path) -> None:
+    Image.frombytes("RGB", (1000, 1000), random.Random(1).randbytes(3_000_000)).save(path)
+
+
+def _symlink_to_parent(path: Path, valid: Path) -> None:
+    os.symlink(path.parent, path)
+
+
+# Limits set low for this module, so that small files can breach them.
+LIMITS = {"TOKENDIRECT_MAX_PAGES": "2", "TOKENDIRECT_MAX_FILE_MB": "2"}
+
 # name -> (how to write it, a word its reason must contain, or None when any non-empty reason will do)
 BAD_FILES = {
     "corrupt.pdf": (lambda p, v: p.write_bytes(b"%PDF-1.7\n" + random.Random(0).randbytes(4096)), None),
@@ -70,7 +91,17 @@ BAD_FILES = {
     "empty.pdf": (lambda p, v: p.write_bytes(b""), "empty"),
     "encrypted.pdf": (_encrypted_pdf, "encrypt"),
     "no-pages.pdf": (_zero_page_pdf, "no pages"),
-    "text-bytes.png": (lambda p, v: p.write_bytes(b"this is plain text, not an image\n" * 20), None),
+    "text-bytes.png": (lambda p, v: p.write_bytes(b"this is plain text, not an image\n" * 20), "not a png"),
+    "jpeg-bytes.png": (_as_jpeg, "a jpeg file"),
+    "pdf-bytes.png": (lambda p, v: p.write_bytes(v.read_bytes()), "a pdf file"),
+    "png-bytes.pdf": (lambda p, v: page_image(["x"], size=(100, 100)).save(p, format="PNG"), "a png file"),
+    "empty.png": (lambda p, v: p.write_bytes(b""), "empty"),
+    "bomb.png": (_pixel_bomb, "too large"),
+    "huge.png": (_too_big, "file too large"),
+    "three-pages.pdf": (lambda p, v: write_pdf(p, [["1"], ["2"], ["3"]]), "too many pages"),
+    "broken-link.pdf": (lambda p, v: os.symlink(p.parent / "nowhere.pdf", p), "broken symbolic link"),
+    "fifo.pdf": (lambda p, v: os.mkfifo(p), "not a regular file"),
+    "loop": (_symlink_to_parent, "folder loop"),
 }
 # Passed explicitly on the command line (a folder walk would just skip it).
 UNSUPPORTED = "notes.txt"
@@ -91,7 +122,7 @@ def run(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     paths[UNSUPPORTED] = root / UNSUPPORTED
     paths[UNSUPPORTED].write_text("plain text is not a document\n")
 
-    env = cli_env(tiny_model_dir, root / "data")
+    env = {**cli_env(tiny_model_dir, root / "data"), **LIMITS}
     args = ["ingest", folder, paths[UNSUPPORTED]]
     first = run_cli([*args, "--json"], env, root)
     again = run_cli(args, env, root)

@@ -17,13 +17,14 @@ def test_discover_walks_folders_once_and_names_what_it_cannot_use(tmp_path):
     page_image(["x"]).save(tmp_path / "a" / "UPPER.PNG")
     write_pdf(tmp_path / "a" / "doc.pdf", [["y"]])
     (tmp_path / "a" / "readme.md").write_text("not a page")
-    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a folder loop is not followed
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a folder loop is named, not followed
     files, failures = discover([tmp_path, tmp_path / "a" / "doc.pdf", tmp_path / "missing.pdf",
                                 tmp_path / "a" / "readme.md"])
     assert sorted(f.name for f in files) == ["UPPER.PNG", "doc.pdf"]
     assert dict(failures) == {
         str(tmp_path / "missing.pdf"): "no such file or folder",
         str(tmp_path / "a" / "readme.md"): "unsupported file type '.md'",
+        str(tmp_path / "a" / "loop"): f"folder loop: links back to {tmp_path / 'a'}",
     }
 
 

@@ -1,0 +1,296 @@
+"""Unattended ingest: killed runs completed by the next, updates, --prune, one writer, shared access to the shard.
+
+Every run is a `tokendirect` subprocess with the tiny model on small pages (one 1024 px view each). Kill points
+are chosen with the TOKENDIRECT_CRASH_AT hook (SIGKILL at a named stage), plus one kill at a moment chosen by
+time. After each sequence the store's point ids are compared with the ids the files on disk call for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.pages import count_pages, file_digest, point_id
+from core.store import EdgeStore
+from ingest import CRASH_ENV, RUN_LOG, Ingestor
+
+from .conftest import page_image
+from .test_cli import CLI, cli_env, run_cli, usage_error
+
+SMALL = (300, 400)  # below the 768 px tile size: one global view, 257 tokens, the cheapest page to encode
+
+
+def small_pdf(path: Path, texts: list[str]) -> Path:
+    images = [page_image([t], size=SMALL) for t in texts]
+    images[0].save(path, save_all=True, append_images=images[1:], resolution=100)
+    return path
+
+
+def small_tiff(path: Path, texts: list[str]) -> Path:
+    images = [page_image([t], size=SMALL) for t in texts]
+    images[0].save(path, save_all=True, append_images=images[1:])
+    return path
+
+
+def make_folder(folder: Path) -> Path:
+    """Three files, six pages: with batch size 2 the batches are [a1 a2] [a3 b1] [c1 c2]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    small_pdf(folder / "a.pdf", ["alpha one", "alpha two", "alpha three"])
+    page_image(["bravo"], size=SMALL).save(folder / "b.png")
+    small_tiff(folder / "c.tiff", ["charlie one", "charlie two"])
+    return folder
+
+
+def expected_ids(folder: Path) -> set[str]:
+    """The point ids the files in `folder` call for: each page of each file, once."""
+    ids = set()
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            ids.update(point_id(file_digest(f), k) for k in range(1, count_pages(f) + 1))
+    return ids
+
+
+def stored(data: Path) -> dict[str, dict]:
+    """point id -> payload of every page in the embedded store (read after the subprocess has let go)."""
+    store = EdgeStore(data / "qdrant" / "pages", "pages", wait=5)
+    try:
+        return {p.point_id: p.payload for batch in store.scroll(256, with_tokens=False) for p in batch}
+    finally:
+        store.close()
+
+
+def assert_whole(points: dict[str, dict]) -> None:
+    """Every stored document has all its pages."""
+    docs: dict[str, set] = {}
+    for payload in points.values():
+        docs.setdefault(payload["doc_id"], set()).add(payload["page"])
+    for doc_id, pages in docs.items():
+        total = next(p["pages"] for p in points.values() if p["doc_id"] == doc_id)
+        assert pages == set(range(1, total + 1)), (doc_id, pages, total)
+
+
+def env_for(model_dir: Path, data: Path, **extra) -> dict[str, str]:
+    return cli_env(model_dir, data, TOKENDIRECT_BATCH_SIZE="2", **extra)
+
+
+def ingest(settings, *paths, prune: bool = False) -> dict:
+    """A run through the Python API in this process (the model is loaded once for the whole suite)."""
+    ingestor = Ingestor.from_settings(settings)
+    try:
+        return ingestor.ingest(paths, prune=prune).to_dict()
+    finally:
+        ingestor.store.close()
+
+
+def killed(args, env, cwd, stage: str) -> subprocess.CompletedProcess:
+    proc = run_cli(["ingest", *args, "--json"], {**env, CRASH_ENV: stage}, cwd)
+    assert proc.returncode == -signal.SIGKILL, (stage, proc.returncode, proc.stderr[-2000:])
+    return proc
+
+
+def test_killed_after_a_write_is_completed_by_the_next_run_then_moves_and_prunes(tmp_path, tiny_model_dir, settings):
+    folder, data = make_folder(tmp_path / "docs"), settings.data_dir
+    env = env_for(tiny_model_dir, data)
+    killed([folder], env, tmp_path, "after_upsert:2")
+    before = stored(data)
+    assert 0 < len(before) < 6 and before.keys() <= expected_ids(folder)
+
+    report = ingest(settings, folder)
+    assert report["failures"] == []
+    after = stored(data)
+    assert after.keys() == expected_ids(folder)
+    assert_whole(after)
+    assert report["pages_added"] == 6 - len(before) and report["pages_skipped"] == len(before)
+
+    # The killed run's lock named a process that is gone; the next run took over, and the run log has both.
+    lines = [json.loads(line) for line in (data / RUN_LOG).read_text().splitlines()]
+    assert [line["status"] for line in lines] == ["ok"]  # the killed run could not write its line
+    assert lines[0]["pages_added"] == report["pages_added"]
+
+    # A moved file keeps its pages (no re-encoding); a deleted one goes with --prune, and only then.
+    (folder / "c.tiff").rename(folder / "c-moved.tiff")
+    (folder / "b.png").unlink()
+    report = ingest(settings, folder)
+    assert report["pages_added"] == 0 and report["failures"] == []
+    assert len(stored(data)) == 6 and report["documents_pruned"] == []
+    report = ingest(settings, folder, prune=True)
+    assert report["pages_added"] == 0 and report["failures"] == []
+    assert [Path(p).name for p in report["documents_pruned"]] == ["b.png"]
+    after = stored(data)
+    assert after.keys() == expected_ids(folder)
+    assert {Path(p["source"]).name for p in after.values()} == {"a.pdf", "c-moved.tiff"}
+    assert len((data / RUN_LOG).read_text().splitlines()) == 3
+
+
+def test_unfinished_document_of_a_changed_file_is_removed_and_updates_never_leave_a_gap(
+    tmp_path, tiny_model_dir, settings
+):
+    folder, data = make_folder(tmp_path / "docs"), settings.data_dir
+    env = env_for(tiny_model_dir, data)
+    old_a = file_digest(folder / "a.pdf")
+    killed([folder], env, tmp_path, "before_upsert:2")  # a.pdf half stored: pages 1 and 2 of 3
+    assert {p["doc_id"] for p in stored(data).values()} == {old_a}
+
+    small_pdf(folder / "a.pdf", ["alpha, second edition", "new page two", "new three"])  # changed meanwhile
+    report = ingest(settings, folder)
+    assert report["failures"] == []
+    assert stored(data).keys() == expected_ids(folder)
+    assert [Path(p).name for p in report["documents_cleaned"]] == ["a.pdf"]
+
+    # An update killed after the new version is whole but before the old one goes: both are whole, never neither.
+    small_tiff(folder / "c.tiff", ["charlie revised", "two", "and three"])
+    killed([folder], env, tmp_path, "before_delete:1")
+    between = stored(data)
+    assert_whole(between)
+    assert expected_ids(folder) <= between.keys() and len(between) == 7 + 2  # c.tiff: 3 new pages, 2 old
+    report = ingest(settings, folder)
+    assert report["failures"] == []
+    assert stored(data).keys() == expected_ids(folder)
+    assert [Path(p).name for p in report["documents_updated"]] == ["c.tiff"]
+    assert report["pages_added"] == 0 and report["pages_removed"] == 2
+
+
+def test_killed_at_a_moment_chosen_by_time(tmp_path, tiny_model_dir, settings):
+    folder, data = make_folder(tmp_path / "docs"), settings.data_dir
+    env = env_for(tiny_model_dir, data)
+    proc = subprocess.Popen([*CLI, "ingest", str(folder)], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    lock = data / "qdrant" / "pages.lock"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and time.monotonic() < deadline:  # the first page write is under way
+        time.sleep(0.02)
+    time.sleep(0.7)
+    proc.kill()
+    proc.wait()
+    report = ingest(settings, folder)
+    assert report["failures"] == []
+    assert stored(data).keys() == expected_ids(folder)
+    assert report["pages_added"] + report["pages_skipped"] == 6
+
+
+def test_one_writer_and_searches_while_an_ingest_runs(tmp_path, tiny_model_dir):
+    folder, data = tmp_path / "docs", tmp_path / "data"
+    folder.mkdir()
+    small_pdf(folder / "long.pdf", [f"page {k}" for k in range(1, 17)])
+    env = env_for(tiny_model_dir, data)
+    first = subprocess.Popen(
+        [*CLI, "ingest", str(folder), "--json"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        shard = data / "qdrant" / "pages" / "edge_config.json"
+        deadline = time.monotonic() + 60
+        while not shard.exists() and time.monotonic() < deadline:  # the first batch is stored
+            time.sleep(0.05)
+        busy = subprocess.Popen(
+            [*CLI, "ingest", str(folder), "--wait", "0.5"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+        search = run_cli(["search", "page 3", "--json"], env, tmp_path)
+        assert first.poll() is None, "the ingest ended before the search ran: make its document longer"
+        busy_err = busy.communicate(timeout=300)[1]
+        out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert busy.returncode == 2, busy_err
+    message = next(line for line in busy_err.splitlines() if line.startswith("error:"))
+    assert "another ingest" in message and f"pid {first.pid}" in message and "--wait" in message
+    assert search.returncode == 0, search.stderr
+    assert json.loads(search.stdout)["hits"]
+    assert first.returncode == 0, err
+    assert json.loads(out)["pages_added"] == 16
+    assert stored(data).keys() == expected_ids(folder)
+    log = [json.loads(line) for line in (data / RUN_LOG).read_text().splitlines()]
+    assert sorted(line["status"] for line in log) == ["busy", "ok"]
+
+
+def test_ingest_waits_for_the_writer_lock_and_takes_over_a_dead_holders_lock(tmp_path, settings):
+    from core.locks import FileLock, read_holder
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    page_image(["waited for"], size=SMALL).save(folder / "w.png")
+    ingestor = Ingestor.from_settings(settings)
+    lock_path = ingestor.lock_path
+    holder = FileLock(lock_path, "another ingest").acquire()
+    threading.Timer(0.5, holder.release).start()
+    t = time.monotonic()
+    report = ingestor.ingest([folder], wait=30)
+    assert time.monotonic() - t >= 0.5 and report.pages_added == 1
+    # A holder killed with its lock held leaves its name in the file; the kernel has dropped the lock itself.
+    lock_path.write_text(json.dumps({"pid": 999999, "host": "gone", "started_at": "then", "command": "ingest"}))
+    taken = FileLock(lock_path, "next").acquire(0)
+    assert taken.stale is not None and taken.stale.pid == 999999
+    assert read_holder(lock_path).pid == os.getpid()
+    taken.release()
+    ingestor.store.close()
+
+
+def test_a_command_that_cannot_get_the_shard_in_time_names_the_holder(tmp_path, tiny_model_dir, settings):
+    from core.store import open_store
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    page_image(["held"], size=SMALL).save(folder / "held.png")
+    ingest(settings, folder)
+    env = cli_env(tiny_model_dir, settings.data_dir, TOKENDIRECT_STORE_WAIT="0.5")
+    with open_store(settings) as store:
+        store.count()  # this process holds the shard now
+        proc = run_cli(["info", "--json"], env, tmp_path)
+    message = usage_error(proc)
+    assert f"pid {os.getpid()}" in message and "TOKENDIRECT_STORE_WAIT" in message
+    assert "TOKENDIRECT_QDRANT_URL" in message
+    assert run_cli(["info", "--json"], env, tmp_path).returncode == 0  # free again
+
+
+def test_odd_names_are_stored_and_unreadable_files_named(tmp_path, settings):
+    """Non-UTF-8 and very long names are ingested (and not pruned); an unreadable file fails alone. When the tests
+    run as root, which reads any file, the run drops to an unprivileged user (effective uid) around the ingest."""
+    root = Path(tempfile.mkdtemp(prefix="td-names-"))
+    try:
+        folder, data = root / "docs", root / "data"
+        folder.mkdir()
+        data.mkdir()
+        odd = os.path.join(os.fsencode(folder), b"caf\xe9-latin1.png")
+        page_image(["latin-1 name"], size=SMALL).save(os.fsdecode(odd))
+        long_name = folder / ("x" * 240 + ".pdf")
+        small_pdf(long_name, ["a long name"])
+        secret = folder / "secret.png"
+        page_image(["secret"], size=SMALL).save(secret)
+        secret.chmod(0)
+        for path, mode in ((root, 0o755), (folder, 0o755), (data, 0o777)):
+            path.chmod(mode)
+        model = shutil.copytree(settings.model, root / "model")  # a checkpoint the unprivileged user can read
+        for path in (model, *model.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        s = settings.model_copy(update={"data_dir": data, "model": str(model)})
+        ingestor = Ingestor.from_settings(s)
+        ingestor.model.load()
+        unprivileged = os.geteuid() == 0
+        if unprivileged:
+            os.setegid(65534)
+            os.seteuid(65534)
+        try:
+            report = ingestor.ingest([folder]).to_dict()
+        finally:
+            if unprivileged:
+                os.seteuid(0)
+                os.setegid(0)
+            ingestor.store.close()
+        assert [(Path(f["path"]).name, f["reason"]) for f in report["failures"]] == [
+            ("secret.png", "PermissionError: Permission denied")
+        ]
+        assert sorted(report["documents_added"]) == sorted([str(folder / "caf\\xe9-latin1.png"), str(long_name)])
+        secret.unlink()  # root could read it now
+        report = ingest(s, folder, prune=True)
+        assert report["pages_added"] == 0 and report["pages_skipped"] == 2 and report["documents_pruned"] == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
