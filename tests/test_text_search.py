@@ -249,3 +249,17 @@ def test_hybrid_with_no_searchable_word_is_the_visual_ranking(store):
     visual = store.search(PAGES[1].tokens, 4, mode="visual")
     assert [h.point_id for h in hybrid] == [h.point_id for h in visual]
     assert all(h.signals == ["visual"] for h in hybrid)
+
+
+def test_an_imported_collection_searches_by_text_too(store, backend_settings, tmp_path):
+    """export/import carries the page text in the payload; the target rebuilds the BM25 vectors from it."""
+    from core.transfer import export_collection, import_collection
+
+    export_collection(store, tmp_path / "pages.zip", 2)
+    with open_store(backend_settings.model_copy(update={"collection": "text-imported"})) as target:
+        try:
+            import_collection(target, tmp_path / "pages.zip")
+            assert target.text_pages() == 3
+            assert pages_of(target.search(None, 3, text="zymurgy", mode="text")) == [1]
+        finally:
+            target.drop()
