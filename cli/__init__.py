@@ -107,6 +107,9 @@ def search(
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Number of hits (default TOKENDIRECT_TOP_K)."),
     doc: Optional[str] = typer.Option(None, "--doc", help="Only pages of this doc_id."),
     decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
+    exact: bool = typer.Option(
+        False, "--exact", help="Rank every page by exact MaxSim, bypassing the fast path (for comparison)."
+    ),
     mode: str = typer.Option("ocr", "--mode", help="Decoding prompt with --decode: ocr or markdown."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as one JSON document."),
 ) -> None:
@@ -128,9 +131,9 @@ def search(
                 query = Image.open(image).convert("RGB")
             except OSError as exc:
                 _fail(f"cannot read query image {image}: {exc}")
-            hits = searcher.search_image(query, top_k, doc)
+            hits = searcher.search_image(query, top_k, doc, exact=exact)
         else:
-            hits = searcher.search(text, top_k, doc)
+            hits = searcher.search(text, top_k, doc, exact=exact)
         rows = [h.to_dict() for h in hits]
         if decode:
             decoder = Decoder(searcher.model, searcher.store, settings)

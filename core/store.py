@@ -2,7 +2,14 @@
 
 `tokens` holds the encoder's values exactly (Dot, never normalized: Qdrant rescales Cosine vectors on write,
 and the decoder needs them raw). Ranking by raw dot products lets a few long tokens win every comparison -
-with it a page does not even find itself first - so MaxSim runs on `unit`, the same tokens at unit length.
+with it a page does not even find itself first - so exact MaxSim runs on `unit`, the same tokens at unit length
+(on disk, Float16, no index, like `tokens`).
+
+Exact MaxSim over every page's full token set does not scale, so each page also gets, derived from its tokens in
+`upsert`: `pooled`, about one unit vector per `pool_size` tokens (core/pooling.py), int8-quantized and held in
+RAM without an index; and `dense`, one vector per page with an HNSW index. A search is one Qdrant query with
+nested prefetch: dense HNSW -> pooled MaxSim (quantized scores only) -> exact MaxSim on `unit` over the survivors.
+`exact=True` skips the prefetch and ranks every page by exact MaxSim.
 
 Two engines, one schema: the embedded qdrant-edge shard (default, no server) and qdrant-client (a Qdrant
 server, or its in-process mode). Both keep a record of the model the collection was built with, as a point
@@ -19,7 +26,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,10 +36,15 @@ import numpy as np
 from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
 from core.model import ModelIdentity
+from core.pooling import dense_vector, pool_tokens
 
 TOKENS = "tokens"  # the exact token set, as the decoder consumes it
-UNIT = "unit"  # the same tokens scaled to unit length: what MaxSim ranks by
-SCHEMA_VERSION = 1
+UNIT = "unit"  # the same tokens scaled to unit length: what exact MaxSim ranks by
+POOLED = "pooled"  # a few pooled unit vectors per page: the middle stage, quantized, in RAM
+DENSE = "dense"  # one vector per page, HNSW-indexed: the first stage
+# 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly; re-import to upgrade)
+SCHEMA_VERSION = 2
+FAST_SCHEMA = 2
 # Payload kept out of search results: it only matters when tokens are read back for decoding.
 PATCH_FIELD = "token_patch"
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
@@ -46,6 +58,8 @@ INDEXED_FIELDS = {
     "ingested_at": "datetime",
 }
 FLOAT16_MAX = 65504.0
+# The embedded engine indexes new pages when asked; a writer asks after this many pages (and `optimize()` at will).
+OPTIMIZE_EVERY = 1024
 
 log = logging.getLogger("tokendirect.store")
 
@@ -66,6 +80,41 @@ class PagePoint:
     payload: dict[str, Any]
     tokens: np.ndarray | None = None  # float32 holding the encoder's exact values, shape [n, dim]
     score: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchLayout:
+    """How the fast path's vectors are derived and searched. The derivation (`BUILT` fields) is fixed when a
+    collection is created and kept in its record, so every page of it is pooled alike; the prefetch depths are
+    read from the settings on every open. Defaults: Settings, measured in README ("Search at scale")."""
+
+    pooling: str = "cluster"
+    pool_size: int = 8
+    pooled_quantization: bool = True
+    hnsw_m: int = 16
+    prefetch_dense: int = 200
+    prefetch_pooled: int = 40
+
+    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "SearchLayout":
+        return cls(s.pooling, s.pool_size, s.pooled_quantization, s.hnsw_m, s.prefetch_dense, s.prefetch_pooled)
+
+    def built(self) -> dict:
+        return {k: getattr(self, k) for k in self.BUILT}
+
+    def limits(self, limit: int) -> tuple[int, int]:
+        """(dense, pooled) prefetch limits for a query asking for `limit` hits."""
+        pooled = max(limit, self.prefetch_pooled)
+        return max(pooled, self.prefetch_dense), pooled
+
+    def derive(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """The fast path's vectors of one page, from its exact tokens."""
+        return {
+            POOLED: pool_tokens(tokens, self.pool_size, self.pooling).astype(np.float16),
+            DENSE: dense_vector(tokens).astype(np.float16),
+        }
 
 
 @dataclass
@@ -102,6 +151,8 @@ class PageStore(ABC):
     """What ingest, search and decode need from Qdrant, whichever engine holds the collection."""
 
     collection: str
+    layout: SearchLayout = SearchLayout()
+    _fast: bool | None = None  # whether the collection has the fast path's vectors; None: not read yet
 
     # -- collection record -----------------------------------------------------------------------------------
 
@@ -121,14 +172,17 @@ class PageStore(ABC):
                         "model": identity.model,
                         "revision": identity.revision,
                         "dim": identity.dim,
+                        "layout": self.layout.built(),
                         "created_at": _now(),
                     }
                 )
+                self._fast = True
             except BaseException:
                 # A collection without its record would be refused forever ("not made by token-direct").
                 self.discard()
                 raise
             return
+        self._adopt(record)
         built = ModelIdentity(record["model"], record["revision"], int(record["dim"]))
         if built != identity:
             raise ModelMismatchError(
@@ -138,6 +192,23 @@ class PageStore(ABC):
             )
         if create:
             self.ensure_indexes()  # collections made before an index was added get it on their next ingest
+
+    def _adopt(self, record: dict) -> None:
+        """Take the derivation the collection was built with from its record."""
+        self._fast = int(record.get("schema", 1)) >= FAST_SCHEMA and "layout" in record
+        if self._fast:
+            self.layout = replace(self.layout, **{k: record["layout"][k] for k in SearchLayout.BUILT})
+        else:
+            log.warning("collection %r was made before the fast search path: every search runs exact MaxSim "
+                        "(export and import it into a new collection to add the fast path)", self.collection)
+
+    def has_fast_path(self) -> bool:
+        if self._fast is None:
+            record = self.record()
+            if record is None:
+                return False
+            self._adopt(record)
+        return bool(self._fast)
 
     def ensure_indexes(self) -> None:
         """Create the payload indexes of INDEXED_FIELDS that the collection lacks."""
@@ -168,13 +239,18 @@ class PageStore(ABC):
     # -- pages -----------------------------------------------------------------------------------------------
 
     def upsert(self, points: list[PagePoint]) -> None:
+        """Store pages from their exact tokens; every other vector of a page is derived here."""
         ready = []
+        fast = bool(points) and self.has_fast_path()
         for p in points:
             form = to_storage(p.tokens)
             payload = dict(p.payload)
             if form.patch:
                 payload[PATCH_FIELD] = form.patch
-            ready.append((p.point_id, {TOKENS: form.vectors, UNIT: unit_rows(p.tokens)}, payload))
+            vectors = {TOKENS: form.vectors, UNIT: unit_rows(p.tokens)}
+            if fast:
+                vectors.update(self.layout.derive(p.tokens))
+            ready.append((p.point_id, vectors, payload))
         if ready:
             self._upsert(ready)
 
@@ -218,9 +294,16 @@ class PageStore(ABC):
             return None
         return found[0]
 
-    def search(self, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> list[PagePoint]:
+    def search(self, tokens: np.ndarray, limit: int, doc_id: str | None = None, *, exact: bool = False) -> list[PagePoint]:
+        """The `limit` best pages by MaxSim of `tokens` (the query's token set) against each page's unit tokens:
+        through the fast path (dense HNSW -> pooled MaxSim -> exact MaxSim of the survivors), or with
+        `exact=True` over every page."""
         query = np.asarray(tokens, dtype=np.float32)
-        return self._query(query, limit, doc_id)
+        fast = not exact and self.has_fast_path()
+        return self._query(query, limit, doc_id, fast)
+
+    def optimize(self) -> None:
+        """Build the indexes of pages written since the last call (the embedded engine indexes on request)."""
 
     @abstractmethod
     def count(self, doc_id: str | None = None) -> int: ...
@@ -271,7 +354,7 @@ class PageStore(ABC):
     def _retrieve(self, ids: list[str], with_tokens: bool) -> list[PagePoint]: ...
 
     @abstractmethod
-    def _query(self, tokens: np.ndarray, limit: int, doc_id: str | None) -> list[PagePoint]: ...
+    def _query(self, tokens: np.ndarray, limit: int, doc_id: str | None, fast: bool) -> list[PagePoint]: ...
 
     @abstractmethod
     def _scroll(self, offset: Any, limit: int, with_tokens: bool) -> tuple[list[PagePoint], Any]: ...
@@ -333,8 +416,10 @@ class EdgeStore(PageStore):
     beside the shard (`<collection>.lock`) queues them and names the holder when the wait runs out. Ingest holds
     the shard only in short windows (`window()`), so searches get in between its batches."""
 
-    def __init__(self, path: Path, collection: str, wait: float = 30.0):
+    def __init__(self, path: Path, collection: str, layout: SearchLayout | None = None, wait: float = 30.0):
         self.collection = collection
+        self.layout = layout or SearchLayout()
+        self._unindexed = 0  # pages written through this handle since the last optimize
         self.path = Path(path)
         self.wait = wait
         self._key = str(self.path.resolve())
@@ -404,17 +489,38 @@ class EdgeStore(PageStore):
     def _create(self, dim: int) -> None:
         import qdrant_edge as q
 
-        def multivector(distance):
+        no_graph = q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1)
+
+        def multivector(memory, quantization=None):
             return q.EdgeVectorParams(
                 size=dim,
-                distance=distance,
+                distance=q.Distance.Dot,
                 multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim),
                 datatype=q.VectorStorageDatatype.Float16,
-                hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1),  # m=0: no graph
-                memory=q.Memory.Cold,  # on disk, paged in on use
+                hnsw_config=no_graph,
+                memory=memory,
+                quantization_config=quantization,
             )
 
-        config = q.EdgeConfig(vectors={name: multivector(q.Distance.Dot) for name in (TOKENS, UNIT)})
+        layout = self.layout
+        int8 = q.ScalarQuantizationConfig(q.ScalarType.Int8, quantile=0.99, memory=q.Memory.Pinned)
+        vectors = {
+            TOKENS: multivector(q.Memory.Cold),  # on disk, paged in on use
+            UNIT: multivector(q.Memory.Cold),
+            # quantized: the int8 copy is pinned in RAM and the float16 originals stay on disk, never read by search
+            POOLED: multivector(q.Memory.Cold, int8) if layout.pooled_quantization else multivector(q.Memory.Pinned),
+            DENSE: q.EdgeVectorParams(
+                size=dim,
+                distance=q.Distance.Cosine,
+                datatype=q.VectorStorageDatatype.Float16,
+                hnsw_config=q.HnswIndexConfig(m=layout.hnsw_m, ef_construct=100, full_scan_threshold=10,
+                                              memory=q.Memory.Pinned),
+                memory=q.Memory.Pinned,
+            ),
+        }
+        # The engine builds indexes only when asked (`optimize`); any segment worth indexing then gets them.
+        optimizers = q.EdgeOptimizersConfig(indexing_threshold=1000)
+        config = q.EdgeConfig(vectors=vectors, optimizers=optimizers)
         self.path.mkdir(parents=True, exist_ok=True)
         self._shard = _SHARED.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
 
@@ -445,6 +551,14 @@ class EdgeStore(PageStore):
         points = [q.Point(pid, vecs, payload) for pid, vecs, payload in rows]
         self.shard.update(q.UpdateOperation.upsert_points(points))
         self.shard.flush()
+        self._unindexed += len(rows)
+        if self._unindexed >= OPTIMIZE_EVERY:
+            self.optimize()
+
+    def optimize(self) -> None:
+        if self.shard is not None:
+            self.shard.optimize()
+        self._unindexed = 0
 
     def _retrieve(self, ids, with_tokens):
         if self.shard is None:
@@ -475,12 +589,32 @@ class EdgeStore(PageStore):
         except Exception as exc:  # the engine raises plain Exceptions (a read-only disk, for one)
             raise StoreError(f"cannot update the embedded store {self.path}: {exc}") from None
 
-    def _query(self, tokens, limit, doc_id):
+    def _query(self, tokens, limit, doc_id, fast):
         import qdrant_edge as q
 
+        unit = unit_rows(tokens).astype(np.float32).tolist()
+        prefetches = None
+        if fast:
+            dense_limit, pooled_limit = self.layout.limits(limit)
+            dense = q.Prefetch(
+                limit=dense_limit,
+                query=q.Query.Nearest(dense_vector(tokens).tolist(), using=DENSE),
+                filter=self._filter(doc_id),
+                params=q.SearchParams(hnsw_ef=dense_limit),
+            )
+            pooled = q.Prefetch(
+                limit=pooled_limit,
+                query=q.Query.Nearest(unit, using=POOLED),
+                prefetches=[dense],
+                filter=self._filter(doc_id),
+                # int8 scores only: the exact stage comes next, so the float16 originals stay on disk
+                params=q.SearchParams(quantization=q.QuantizationSearchParams(rescore=False)),
+            )
+            prefetches = [pooled]
         request = q.QueryRequest(
             limit=limit,
-            query=q.Query.Nearest(unit_rows(tokens).astype(np.float32).tolist(), using=UNIT),
+            query=q.Query.Nearest(unit, using=UNIT),
+            prefetches=prefetches,
             filter=self._filter(doc_id),
             with_payload=q.PayloadSelector.Exclude([PATCH_FIELD]),
         )
@@ -577,16 +711,19 @@ class ClientStore(PageStore):
     retry_attempts = 4
     retry_delay = 0.5  # seconds before the second attempt; doubles each time (0.5 + 1 + 2 s in all)
 
-    def __init__(self, client, collection: str, where: str, timeout: float | None = None, grpc_port: int = 0):
+    def __init__(self, client, collection: str, where: str, timeout: float | None = None, grpc_port: int = 0,
+                 layout: SearchLayout | None = None):
         self.client = client
         self.collection = collection
+        self.layout = layout or SearchLayout()
         self.where = where
         self.timeout = timeout
         self.grpc_port = grpc_port
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str | None, collection: str, timeout: int = 30, grpc_port: int = 6334
+        cls, url: str, api_key: str | None, collection: str, timeout: int = 30, grpc_port: int = 6334,
+        layout: SearchLayout | None = None,
     ) -> "ClientStore":
         from qdrant_client import QdrantClient
 
@@ -601,7 +738,7 @@ class ClientStore(PageStore):
                 grpc_port=grpc_port or 6334,
                 check_compatibility=False,  # its warning would precede our own, clearer, error
             )
-        store = cls(client, collection, url, timeout, grpc_port)
+        store = cls(client, collection, url, timeout, grpc_port, layout)
         try:
             store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
         except StoreError:
@@ -676,20 +813,34 @@ class ClientStore(PageStore):
     def _create(self, dim: int) -> None:
         from qdrant_client import models as m
 
-        multivector = m.VectorParams(
-            size=dim,
-            distance=m.Distance.DOT,
-            multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
-            datatype=m.Datatype.FLOAT16,
-            hnsw_config=m.HnswConfigDiff(m=0),
-            on_disk=True,
+        def multivector(on_disk, quantization=None):
+            return m.VectorParams(
+                size=dim,
+                distance=m.Distance.DOT,
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+                datatype=m.Datatype.FLOAT16,
+                hnsw_config=m.HnswConfigDiff(m=0),
+                on_disk=on_disk,
+                quantization_config=quantization,
+            )
+
+        int8 = m.ScalarQuantization(
+            scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
         )
-        self._call(
-            self.client.create_collection,
-            self.collection,
-            vectors_config={name: multivector for name in (TOKENS, UNIT)},
-            retry=True,
-        )
+        quantized = self.layout.pooled_quantization
+        vectors = {
+            TOKENS: multivector(True),
+            UNIT: multivector(True),
+            POOLED: multivector(True, int8) if quantized else multivector(False),
+            DENSE: m.VectorParams(
+                size=dim,
+                distance=m.Distance.COSINE,
+                datatype=m.Datatype.FLOAT16,
+                hnsw_config=m.HnswConfigDiff(m=self.layout.hnsw_m, ef_construct=100),
+                on_disk=False,
+            ),
+        }
+        self._call(self.client.create_collection, self.collection, vectors_config=vectors, retry=True)
 
     def _create_index(self, name: str, kind: str) -> None:
         from qdrant_client import models as m
@@ -754,14 +905,34 @@ class ClientStore(PageStore):
             must.append(m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id)))
         return m.Filter(must=must)
 
-    def _query(self, tokens, limit, doc_id):
+    def _query(self, tokens, limit, doc_id, fast):
         from qdrant_client import models as m
 
+        unit = unit_rows(tokens).astype(np.float32).tolist()
+        prefetch = None
+        if fast:  # the same three stages as EdgeStore._query
+            dense_limit, pooled_limit = self.layout.limits(limit)
+            dense = m.Prefetch(
+                query=dense_vector(tokens).tolist(),
+                using=DENSE,
+                limit=dense_limit,
+                filter=self._filter(doc_id),
+                params=m.SearchParams(hnsw_ef=dense_limit),
+            )
+            prefetch = m.Prefetch(
+                query=unit,
+                using=POOLED,
+                limit=pooled_limit,
+                prefetch=dense,
+                filter=self._filter(doc_id),
+                params=m.SearchParams(quantization=m.QuantizationSearchParams(rescore=False)),
+            )
         res = self._call(
             self.client.query_points,
             self.collection,
-            query=unit_rows(tokens).astype(np.float32).tolist(),
+            query=unit,
             using=UNIT,
+            prefetch=prefetch,
             limit=limit,
             query_filter=self._filter(doc_id),
             with_payload=m.PayloadSelectorExclude(exclude=[PATCH_FIELD]),
@@ -806,9 +977,12 @@ def open_store(settings: Settings | None = None) -> PageStore:
     s = settings or Settings()
     if s.qdrant_url:
         return ClientStore.connect(
-            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port
+            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port,
+            SearchLayout.from_settings(s),
         )
-    return EdgeStore(Path(s.data_dir) / "qdrant" / s.collection, s.collection, s.store_wait)
+    return EdgeStore(
+        Path(s.data_dir) / "qdrant" / s.collection, s.collection, SearchLayout.from_settings(s), s.store_wait
+    )
 
 
 def _describe(identity: ModelIdentity) -> str:
