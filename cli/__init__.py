@@ -117,7 +117,9 @@ def search(
     mode: Optional[str] = typer.Option(
         None, "--mode", help="visual, text, hybrid or rerank (default: hybrid when pages have text, else visual)."
     ),
-    exact: bool = typer.Option(False, "--exact", help="Exact MaxSim over every page (no approximate index)."),
+    exact: bool = typer.Option(
+        False, "--exact", help="Rank every page by exact MaxSim, bypassing the fast path (for comparison)."
+    ),
     decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
     decode_mode: str = typer.Option("ocr", "--decode-mode", help="Decoding prompt with --decode: ocr or markdown."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as one JSON document."),

@@ -54,3 +54,22 @@ class Settings(BaseSettings):
     ocr_text: bool = Field(
         False, description="At ingest, pages without a PDF text layer get the decoder's text (one generation each)."
     )
+
+    # The fast search path (measured defaults: README, "Search at scale"). A query runs as one Qdrant query:
+    # dense HNSW -> pooled MaxSim (quantized, in RAM) -> exact MaxSim over the full token sets.
+    prefetch_dense: int = Field(
+        200, ge=1, description="Pages the first stage (HNSW over one dense vector per page) hands to the pooled stage."
+    )
+    prefetch_pooled: int = Field(
+        40, ge=1, description="Pages the pooled MaxSim stage hands to the exact MaxSim stage (at least top_k)."
+    )
+    pooling: Literal["cluster", "window"] = Field(
+        "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."
+    )
+    pool_size: int = Field(8, ge=1, description="Tokens per pooled vector, on average (257 tokens -> 33 vectors).")
+    pooled_quantization: bool = Field(True, description="Keep the pooled vectors in RAM as int8 (scalar quantization).")
+    hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of the dense first-stage index.")
+    blank_similarity: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="Query tokens at least this alike (cosine) to a blank canvas's tokens are dropped; 1 keeps all.",
+    )

@@ -2,7 +2,14 @@
 
 `tokens` holds the encoder's values exactly (Dot, never normalized: Qdrant rescales Cosine vectors on write,
 and the decoder needs them raw). Ranking by raw dot products lets a few long tokens win every comparison -
-with it a page does not even find itself first - so MaxSim runs on `unit`, the same tokens at unit length.
+with it a page does not even find itself first - so exact MaxSim runs on `unit`, the same tokens at unit length
+(on disk, Float16, no index, like `tokens`).
+
+Exact MaxSim over every page's full token set does not scale, so each page also gets, derived from its tokens in
+`upsert`: `pooled`, about one unit vector per `pool_size` tokens (core/pooling.py), int8-quantized and held in
+RAM without an index; and `dense`, one vector per page with an HNSW index. A search is one Qdrant query with
+nested prefetch: dense HNSW -> pooled MaxSim (quantized scores only) -> exact MaxSim on `unit` over the survivors.
+`exact=True` skips the prefetch and ranks every page by exact MaxSim.
 
 Two engines, one schema: the embedded qdrant-edge shard (default, no server) and qdrant-client (a Qdrant
 server, or its in-process mode). Both keep a record of the model the collection was built with, as a point
@@ -19,7 +26,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,16 +36,21 @@ import numpy as np
 from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
 from core.model import ModelIdentity
+from core.pooling import dense_vector, pool_tokens
 from core.text import SparseVector, embed_document, embed_query, text_fields
 
 TOKENS = "tokens"  # the exact token set, as the decoder consumes it
-UNIT = "unit"  # the same tokens scaled to unit length: what MaxSim ranks by
+UNIT = "unit"  # the same tokens scaled to unit length: what exact MaxSim ranks by
+POOLED = "pooled"  # a few pooled unit vectors per page: the middle stage, quantized, in RAM
+DENSE = "dense"  # one vector per page, HNSW-indexed: the first stage
 BM25 = "bm25"  # sparse BM25 vector of the page text (IDF modifier): the text signal
 # visual: MaxSim over the tokens; text: BM25 over the page text; hybrid: both, fused by reciprocal rank fusion
 # in one Qdrant query; rerank: BM25 candidates ordered by exact MaxSim.
 SEARCH_MODES = ("visual", "text", "hybrid", "rerank")
 RRF_K = 60  # the usual reciprocal rank fusion constant: score = sum of 1 / (RRF_K + rank), rank from 0
-SCHEMA_VERSION = 1
+# 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly; re-import to upgrade)
+SCHEMA_VERSION = 2
+FAST_SCHEMA = 2
 # Payload kept out of search results: it only matters when tokens are read back for decoding.
 PATCH_FIELD = "token_patch"
 NOT_IN_HITS = [PATCH_FIELD, "text"]  # the page text can be kilobytes; hits do not need it
@@ -54,6 +66,8 @@ INDEXED_FIELDS = {
     "text_source": "keyword",
 }
 FLOAT16_MAX = 65504.0
+# The embedded engine indexes new pages when asked; a writer asks after this many pages (and `optimize()` at will).
+OPTIMIZE_EVERY = 1024
 
 log = logging.getLogger("tokendirect.store")
 
@@ -75,6 +89,41 @@ class PagePoint:
     tokens: np.ndarray | None = None  # float32 holding the encoder's exact values, shape [n, dim]
     score: float | None = None
     signals: list[str] = field(default_factory=list)  # in a search result: "visual", "text" or both
+
+
+@dataclass(frozen=True)
+class SearchLayout:
+    """How the fast path's vectors are derived and searched. The derivation (`BUILT` fields) is fixed when a
+    collection is created and kept in its record, so every page of it is pooled alike; the prefetch depths are
+    read from the settings on every open. Defaults: Settings, measured in README ("Search at scale")."""
+
+    pooling: str = "cluster"
+    pool_size: int = 8
+    pooled_quantization: bool = True
+    hnsw_m: int = 16
+    prefetch_dense: int = 200
+    prefetch_pooled: int = 40
+
+    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "SearchLayout":
+        return cls(s.pooling, s.pool_size, s.pooled_quantization, s.hnsw_m, s.prefetch_dense, s.prefetch_pooled)
+
+    def built(self) -> dict:
+        return {k: getattr(self, k) for k in self.BUILT}
+
+    def limits(self, limit: int) -> tuple[int, int]:
+        """(dense, pooled) prefetch limits for a query asking for `limit` hits."""
+        pooled = max(limit, self.prefetch_pooled)
+        return max(pooled, self.prefetch_dense), pooled
+
+    def derive(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """The fast path's vectors of one page, from its exact tokens."""
+        return {
+            POOLED: pool_tokens(tokens, self.pool_size, self.pooling).astype(np.float16),
+            DENSE: dense_vector(tokens).astype(np.float16),
+        }
 
 
 @dataclass
@@ -111,6 +160,8 @@ class PageStore(ABC):
     """What ingest, search and decode need from Qdrant, whichever engine holds the collection."""
 
     collection: str
+    layout: SearchLayout = SearchLayout()
+    _fast: bool | None = None  # whether the collection has the fast path's vectors; None: not read yet
 
     # -- collection record -----------------------------------------------------------------------------------
 
@@ -130,14 +181,17 @@ class PageStore(ABC):
                         "model": identity.model,
                         "revision": identity.revision,
                         "dim": identity.dim,
+                        "layout": self.layout.built(),
                         "created_at": _now(),
                     }
                 )
+                self._fast = True
             except BaseException:
                 # A collection without its record would be refused forever ("not made by token-direct").
                 self.discard()
                 raise
             return
+        self._adopt(record)
         built = ModelIdentity(record["model"], record["revision"], int(record["dim"]))
         if built != identity:
             raise ModelMismatchError(
@@ -147,6 +201,23 @@ class PageStore(ABC):
             )
         if create:
             self.ensure_indexes()  # collections made before an index was added get it on their next ingest
+
+    def _adopt(self, record: dict) -> None:
+        """Take the derivation the collection was built with from its record."""
+        self._fast = int(record.get("schema", 1)) >= FAST_SCHEMA and "layout" in record
+        if self._fast:
+            self.layout = replace(self.layout, **{k: record["layout"][k] for k in SearchLayout.BUILT})
+        else:
+            log.warning("collection %r was made before the fast search path: every search runs exact MaxSim "
+                        "(export and import it into a new collection to add the fast path)", self.collection)
+
+    def has_fast_path(self) -> bool:
+        if self._fast is None:
+            record = self.record()
+            if record is None:
+                return False
+            self._adopt(record)
+        return bool(self._fast)
 
     def ensure_indexes(self) -> None:
         """Create the payload indexes of INDEXED_FIELDS that the collection lacks."""
@@ -177,7 +248,9 @@ class PageStore(ABC):
     # -- pages -----------------------------------------------------------------------------------------------
 
     def upsert(self, points: list[PagePoint]) -> None:
+        """Store pages from their exact tokens; every other vector of a page is derived here."""
         ready = []
+        fast = bool(points) and self.has_fast_path()
         indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
         for p in points:
             form = to_storage(p.tokens)
@@ -185,6 +258,8 @@ class PageStore(ABC):
             if form.patch:
                 payload[PATCH_FIELD] = form.patch
             vectors = {TOKENS: form.vectors, UNIT: unit_rows(p.tokens)}
+            if fast:
+                vectors.update(self.layout.derive(p.tokens))
             sparse = embed_document(payload.get("text")) if indexed else None
             if sparse is not None:
                 vectors[BM25] = self._sparse(sparse)
@@ -261,14 +336,17 @@ class PageStore(ABC):
         mode: str = "visual",
     ) -> list[PagePoint]:
         """The best `limit` pages for a query: its tokens (visual signal) and/or its text (BM25), by `mode`
-        (SEARCH_MODES). Each result's `signals` name the signals that found it."""
+        (SEARCH_MODES). Each result's `signals` name the signals that found it. The visual signal takes the fast
+        path (dense HNSW -> pooled MaxSim -> exact MaxSim of the survivors), or with `exact=True` ranks every page
+        by exact MaxSim."""
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
         query = None if tokens is None else np.asarray(tokens, dtype=np.float32)
         if mode != "text" and query is None:
             raise ValueError(f"search mode {mode!r} needs the query's tokens")
+        fast = not exact and mode != "text" and self.has_fast_path()
         if mode == "visual":
-            return self._query(query, limit, doc_id, exact=exact)
+            return self._query(query, limit, doc_id, fast=fast)
         if not self.has_text_index():
             raise StoreError(
                 f"collection {self.collection!r} has no text index (it was made before text search): search it "
@@ -278,9 +356,9 @@ class PageStore(ABC):
         if sparse is None and mode != "hybrid":
             return []  # no searchable word in the query (empty, or only stop words)
         native = None if sparse is None else self._sparse(sparse)
-        return self._query(query, limit, doc_id, exact=exact, sparse=native, mode=mode)
+        return self._query(query, limit, doc_id, fast=fast, sparse=native, mode=mode)
 
-    def _query(self, tokens, limit, doc_id, *, exact=False, sparse=None, mode="visual") -> list[PagePoint]:
+    def _query(self, tokens, limit, doc_id, *, fast=False, sparse=None, mode="visual") -> list[PagePoint]:
         """One Qdrant query per mode, built from the engine's parts; hybrid also asks (in the same batch) for the
         text ranking alone, which tells which fused hits the text signal found."""
         pool = max(4 * limit, 40)  # candidates each signal contributes to fusion or reranking
@@ -290,10 +368,10 @@ class PageStore(ABC):
         elif mode == "rerank":
             main, signals = self._maxsim_over(tokens, [(text, pool)], doc_id), ["text", "visual"]
         elif mode == "hybrid":
-            parts = [(self._visual_part(tokens, doc_id, exact), pool)] + ([(text, pool)] if text else [])
+            parts = [(self._visual_part(tokens, doc_id, fast, pool), pool)] + ([(text, pool)] if text else [])
             main, signals = self._fused(parts, doc_id), None
         else:
-            main, signals = self._visual_part(tokens, doc_id, exact), ["visual"]
+            main, signals = self._visual_part(tokens, doc_id, fast, limit), ["visual"]
         if signals is not None:
             hits = self._run([(main, limit)])[0]
             for hit in hits:
@@ -309,6 +387,9 @@ class PageStore(ABC):
             visual = hit.score - (0.0 if rank is None else 1.0 / (RRF_K + rank)) > 0.5 / (RRF_K + pool)
             hit.signals = (["visual"] if visual else []) + ([] if rank is None else ["text"])
         return hits
+
+    def optimize(self) -> None:
+        """Build the indexes of pages written since the last call (the embedded engine indexes on request)."""
 
     @abstractmethod
     def count(self, doc_id: str | None = None) -> int: ...
@@ -361,8 +442,9 @@ class PageStore(ABC):
     # A query "part" is what the engine takes both as a whole query and as a prefetch nested in another one.
 
     @abstractmethod
-    def _visual_part(self, tokens: np.ndarray, doc_id: str | None, exact: bool) -> Any:
-        """MaxSim of the query tokens against the pages."""
+    def _visual_part(self, tokens: np.ndarray, doc_id: str | None, fast: bool, limit: int) -> Any:
+        """MaxSim of the query tokens against the pages: through the fast path's nested prefetch (its depths
+        sized for `limit` hits), or exact over every page."""
 
     @abstractmethod
     def _text_part(self, sparse: Any, doc_id: str | None) -> Any:
@@ -458,8 +540,10 @@ class EdgeStore(PageStore):
     beside the shard (`<collection>.lock`) queues them and names the holder when the wait runs out. Ingest holds
     the shard only in short windows (`window()`), so searches get in between its batches."""
 
-    def __init__(self, path: Path, collection: str, wait: float = 30.0):
+    def __init__(self, path: Path, collection: str, layout: SearchLayout | None = None, wait: float = 30.0):
         self.collection = collection
+        self.layout = layout or SearchLayout()
+        self._unindexed = 0  # pages written through this handle since the last optimize
         self.path = Path(path)
         self.wait = wait
         self._key = str(self.path.resolve())
@@ -529,20 +613,39 @@ class EdgeStore(PageStore):
     def _create(self, dim: int) -> None:
         import qdrant_edge as q
 
-        def multivector(distance):
+        no_graph = q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1)
+
+        def multivector(memory, quantization=None):
             return q.EdgeVectorParams(
                 size=dim,
-                distance=distance,
+                distance=q.Distance.Dot,
                 multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim),
                 datatype=q.VectorStorageDatatype.Float16,
-                hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1),  # m=0: no graph
-                memory=q.Memory.Cold,  # on disk, paged in on use
+                hnsw_config=no_graph,
+                memory=memory,
+                quantization_config=quantization,
             )
 
-        config = q.EdgeConfig(
-            vectors={name: multivector(q.Distance.Dot) for name in (TOKENS, UNIT)},
-            sparse_vectors={BM25: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},  # IDF from the collection
-        )
+        layout = self.layout
+        int8 = q.ScalarQuantizationConfig(q.ScalarType.Int8, quantile=0.99, memory=q.Memory.Pinned)
+        vectors = {
+            TOKENS: multivector(q.Memory.Cold),  # on disk, paged in on use
+            UNIT: multivector(q.Memory.Cold),
+            # quantized: the int8 copy is pinned in RAM and the float16 originals stay on disk, never read by search
+            POOLED: multivector(q.Memory.Cold, int8) if layout.pooled_quantization else multivector(q.Memory.Pinned),
+            DENSE: q.EdgeVectorParams(
+                size=dim,
+                distance=q.Distance.Cosine,
+                datatype=q.VectorStorageDatatype.Float16,
+                hnsw_config=q.HnswIndexConfig(m=layout.hnsw_m, ef_construct=100, full_scan_threshold=10,
+                                              memory=q.Memory.Pinned),
+                memory=q.Memory.Pinned,
+            ),
+        }
+        # The engine builds indexes only when asked (`optimize`); any segment worth indexing then gets them.
+        optimizers = q.EdgeOptimizersConfig(indexing_threshold=1000)
+        sparse = {BM25: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)}  # IDF from the collection
+        config = q.EdgeConfig(vectors=vectors, sparse_vectors=sparse, optimizers=optimizers)
         self.path.mkdir(parents=True, exist_ok=True)
         self._shard = _SHARED.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
 
@@ -573,6 +676,14 @@ class EdgeStore(PageStore):
         points = [q.Point(pid, vecs, payload) for pid, vecs, payload in rows]
         self.shard.update(q.UpdateOperation.upsert_points(points))
         self.shard.flush()
+        self._unindexed += len(rows)
+        if self._unindexed >= OPTIMIZE_EVERY:
+            self.optimize()
+
+    def optimize(self) -> None:
+        if self.shard is not None:
+            self.shard.optimize()
+        self._unindexed = 0
 
     def _retrieve(self, ids, with_tokens):
         if self.shard is None:
@@ -605,14 +716,29 @@ class EdgeStore(PageStore):
 
     # A part is the keyword arguments that q.QueryRequest and q.Prefetch share.
 
-    def _visual_part(self, tokens, doc_id, exact):
+    def _visual_part(self, tokens, doc_id, fast, limit):
         import qdrant_edge as q
 
-        return {
-            "query": q.Query.Nearest(unit_rows(tokens).astype(np.float32).tolist(), using=UNIT),
-            "filter": self._filter(doc_id),
-            "params": q.SearchParams(exact=True) if exact else None,
-        }
+        unit = unit_rows(tokens).astype(np.float32).tolist()
+        part = {"query": q.Query.Nearest(unit, using=UNIT), "filter": self._filter(doc_id)}
+        if fast:
+            dense_limit, pooled_limit = self.layout.limits(limit)
+            dense = q.Prefetch(
+                limit=dense_limit,
+                query=q.Query.Nearest(dense_vector(tokens).tolist(), using=DENSE),
+                filter=self._filter(doc_id),
+                params=q.SearchParams(hnsw_ef=dense_limit),
+            )
+            pooled = q.Prefetch(
+                limit=pooled_limit,
+                query=q.Query.Nearest(unit, using=POOLED),
+                prefetches=[dense],
+                filter=self._filter(doc_id),
+                # int8 scores only: the exact stage comes next, so the float16 originals stay on disk
+                params=q.SearchParams(quantization=q.QuantizationSearchParams(rescore=False)),
+            )
+            part["prefetches"] = [pooled]
+        return part
 
     def _text_part(self, sparse, doc_id):
         import qdrant_edge as q
@@ -625,8 +751,7 @@ class EdgeStore(PageStore):
         return {"query": q.Fusion.Rrf(k=RRF_K), "prefetches": self._prefetches(parts), "filter": self._filter(doc_id)}
 
     def _maxsim_over(self, tokens, parts, doc_id):
-        part = self._visual_part(tokens, doc_id, exact=False)
-        return dict(part, prefetches=self._prefetches(parts), params=None)
+        return dict(self._visual_part(tokens, doc_id, False, 0), prefetches=self._prefetches(parts))
 
     @staticmethod
     def _prefetches(parts):
@@ -761,16 +886,19 @@ class ClientStore(PageStore):
     retry_attempts = 4
     retry_delay = 0.5  # seconds before the second attempt; doubles each time (0.5 + 1 + 2 s in all)
 
-    def __init__(self, client, collection: str, where: str, timeout: float | None = None, grpc_port: int = 0):
+    def __init__(self, client, collection: str, where: str, timeout: float | None = None, grpc_port: int = 0,
+                 layout: SearchLayout | None = None):
         self.client = client
         self.collection = collection
+        self.layout = layout or SearchLayout()
         self.where = where
         self.timeout = timeout
         self.grpc_port = grpc_port
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str | None, collection: str, timeout: int = 30, grpc_port: int = 6334
+        cls, url: str, api_key: str | None, collection: str, timeout: int = 30, grpc_port: int = 6334,
+        layout: SearchLayout | None = None,
     ) -> "ClientStore":
         from qdrant_client import QdrantClient
 
@@ -785,7 +913,7 @@ class ClientStore(PageStore):
                 grpc_port=grpc_port or 6334,
                 check_compatibility=False,  # its warning would precede our own, clearer, error
             )
-        store = cls(client, collection, url, timeout, grpc_port)
+        store = cls(client, collection, url, timeout, grpc_port, layout)
         try:
             store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
         except StoreError:
@@ -860,18 +988,37 @@ class ClientStore(PageStore):
     def _create(self, dim: int) -> None:
         from qdrant_client import models as m
 
-        multivector = m.VectorParams(
-            size=dim,
-            distance=m.Distance.DOT,
-            multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
-            datatype=m.Datatype.FLOAT16,
-            hnsw_config=m.HnswConfigDiff(m=0),
-            on_disk=True,
+        def multivector(on_disk, quantization=None):
+            return m.VectorParams(
+                size=dim,
+                distance=m.Distance.DOT,
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+                datatype=m.Datatype.FLOAT16,
+                hnsw_config=m.HnswConfigDiff(m=0),
+                on_disk=on_disk,
+                quantization_config=quantization,
+            )
+
+        int8 = m.ScalarQuantization(
+            scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
         )
+        quantized = self.layout.pooled_quantization
+        vectors = {
+            TOKENS: multivector(True),
+            UNIT: multivector(True),
+            POOLED: multivector(True, int8) if quantized else multivector(False),
+            DENSE: m.VectorParams(
+                size=dim,
+                distance=m.Distance.COSINE,
+                datatype=m.Datatype.FLOAT16,
+                hnsw_config=m.HnswConfigDiff(m=self.layout.hnsw_m, ef_construct=100),
+                on_disk=False,
+            ),
+        }
         self._call(
             self.client.create_collection,
             self.collection,
-            vectors_config={name: multivector for name in (TOKENS, UNIT)},
+            vectors_config=vectors,
             sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},  # IDF from the collection
             retry=True,
         )
@@ -942,16 +1089,29 @@ class ClientStore(PageStore):
 
     # A part is the keyword arguments that models.QueryRequest and models.Prefetch share.
 
-    def _visual_part(self, tokens, doc_id, exact):
+    def _visual_part(self, tokens, doc_id, fast, limit):
         from qdrant_client import models as m
 
-        return {
-            "query": unit_rows(tokens).astype(np.float32).tolist(),
-            "using": UNIT,
-            "filter": self._filter(doc_id),
-            # the in-process engine always searches exactly (and warns about search params)
-            "params": m.SearchParams(exact=True) if exact and not self.in_process else None,
-        }
+        unit = unit_rows(tokens).astype(np.float32).tolist()
+        part = {"query": unit, "using": UNIT, "filter": self._filter(doc_id)}
+        if fast:  # the same three stages as EdgeStore._visual_part
+            dense_limit, pooled_limit = self.layout.limits(limit)
+            dense = m.Prefetch(
+                query=dense_vector(tokens).tolist(),
+                using=DENSE,
+                limit=dense_limit,
+                filter=self._filter(doc_id),
+                params=m.SearchParams(hnsw_ef=dense_limit),
+            )
+            part["prefetch"] = m.Prefetch(
+                query=unit,
+                using=POOLED,
+                limit=pooled_limit,
+                prefetch=dense,
+                filter=self._filter(doc_id),
+                params=m.SearchParams(quantization=m.QuantizationSearchParams(rescore=False)),
+            )
+        return part
 
     def _text_part(self, sparse, doc_id):
         return {"query": sparse, "using": BM25, "filter": self._filter(doc_id, BM25)}
@@ -963,7 +1123,7 @@ class ClientStore(PageStore):
         return {"query": rrf, "prefetch": self._prefetches(parts), "filter": self._filter(doc_id)}
 
     def _maxsim_over(self, tokens, parts, doc_id):
-        return dict(self._visual_part(tokens, doc_id, exact=False), prefetch=self._prefetches(parts), params=None)
+        return dict(self._visual_part(tokens, doc_id, False, 0), prefetch=self._prefetches(parts))
 
     @staticmethod
     def _prefetches(parts):
@@ -1038,9 +1198,12 @@ def open_store(settings: Settings | None = None) -> PageStore:
     s = settings or Settings()
     if s.qdrant_url:
         return ClientStore.connect(
-            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port
+            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port,
+            SearchLayout.from_settings(s),
         )
-    return EdgeStore(Path(s.data_dir) / "qdrant" / s.collection, s.collection, s.store_wait)
+    return EdgeStore(
+        Path(s.data_dir) / "qdrant" / s.collection, s.collection, SearchLayout.from_settings(s), s.store_wait
+    )
 
 
 def _describe(identity: ModelIdentity) -> str:

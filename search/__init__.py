@@ -1,6 +1,9 @@
 """Search: a text query is rendered to an image, encoded by the pages' own encoder, and ranked by MaxSim; where
 pages have text, BM25 over that text ranks them too, and Qdrant fuses the two rankings (search modes).
 
+Query tokens that carry only blank canvas are dropped before the search: found by content, as the tokens most
+like those the encoder makes of a blank canvas of the query's size (Settings.blank_similarity).
+
     from search import Searcher
     for hit in Searcher.from_settings().search("quarterly revenue"):
         print(hit.score, hit.source, hit.page)
@@ -14,6 +17,7 @@ from PIL import Image
 
 from config import Settings
 from core.model import OcrModel
+from core.pooling import keep_mask
 from core.render import render_query
 from core.store import SEARCH_MODES, PageStore, open_store
 from core.tensors import to_numpy
@@ -26,12 +30,16 @@ class Hit:
     source: str
     page: int
     score: float  # MaxSim (visual, rerank), BM25 (text) or the reciprocal rank fusion score (hybrid)
-    query_tokens: int  # how many query tokens took part in the MaxSim score (0 in text mode)
+    query_tokens: int  # query tokens that took part in MaxSim (blank-canvas tokens are left out; 0 in text mode)
     mode: str = "visual"
     signals: list[str] = field(default_factory=list)  # which signals found the page: "visual", "text"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _blank_canvas(size: tuple[int, int]) -> Image.Image:
+    return Image.new("RGB", size, "white")
 
 
 class Searcher:
@@ -41,6 +49,9 @@ class Searcher:
         self.settings = settings or Settings()
         self.store.bind(self.model.identity, create=False)
         self._has_text = False
+        self._blank: dict[tuple[int, int], object] = {}  # image size -> a blank canvas's tokens
+
+    BLANK_SIZES = 16  # blank canvases remembered (rendered queries differ only in height)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Searcher":
@@ -54,7 +65,7 @@ class Searcher:
 
     def encode_query(self, text: str):
         """The query's tokens: the text rendered to an image and encoded like a page."""
-        return to_numpy(self.model.encode_pages([render_query(text, self.settings.query_font_px)])[0])
+        return self.query_tokens(render_query(text, self.settings.query_font_px))
 
     def search(
         self,
@@ -81,8 +92,9 @@ class Searcher:
     def search_image(
         self, image: Image.Image, top_k: int | None = None, doc_id: str | None = None, *, exact: bool = False
     ) -> list[Hit]:
-        """The best pages for an image query, by MaxSim alone."""
-        tokens = to_numpy(self.model.encode_pages([image])[0])
+        """The best pages for an image query, by MaxSim alone. `exact=True` ranks every page by exact MaxSim
+        instead of taking the fast path (for comparison)."""
+        tokens = self.query_tokens(image)
         points = self.store.search(tokens, top_k or self.settings.top_k, doc_id, exact=exact)
         return self._hits(points, tokens, "visual")
 
@@ -101,6 +113,21 @@ class Searcher:
             )
             for p in points
         ]
+
+    def query_tokens(self, image: Image.Image):
+        """The query image's tokens, less those that carry only blank canvas (see the module docstring)."""
+        similarity = self.settings.blank_similarity
+        if similarity >= 1.0:
+            return to_numpy(self.model.encode_pages([image])[0])
+        size = image.size
+        if size in self._blank:
+            tokens = to_numpy(self.model.encode_pages([image])[0])
+        else:  # one model call for the query and its blank canvas
+            tokens, blank = (to_numpy(t) for t in self.model.encode_pages([image, _blank_canvas(size)]))
+            if len(self._blank) >= self.BLANK_SIZES:
+                self._blank.pop(next(iter(self._blank)))
+            self._blank[size] = blank
+        return tokens[keep_mask(tokens, self._blank[size], similarity)]
 
 
 __all__ = ["Searcher", "Hit"]

@@ -176,9 +176,17 @@ def test_search_without_a_query_is_a_usage_error(lib):
     usage_error(run_cli(["search"], lib.env, lib.root))
 
 
-def test_search_by_image(lib):
-    found = ok_json(run_cli(["search", "--image", lib.invoice, "--json", "--top-k", "5"], lib.env, lib.root))
-    hits = found["hits"]
+IMAGE_SEARCH = ["search", "--image", "{invoice}", "--json", "--top-k", "5"]
+
+
+@pytest.fixture(scope="module")
+def image_hits(lib) -> list[dict]:
+    args = [a.format(invoice=lib.invoice) for a in IMAGE_SEARCH]
+    return ok_json(run_cli(args, lib.env, lib.root))["hits"]
+
+
+def test_search_by_image(lib, image_hits):
+    hits = image_hits
     assert len(hits) == 5
     assert all(HIT_FIELDS <= h.keys() for h in hits)
     # Every stored page comes back once, and the query - the invoice page itself, encoded exactly as at
@@ -186,6 +194,14 @@ def test_search_by_image(lib):
     assert {h["doc_id"] for h in hits} == set(lib.doc_ids)
     assert len({h["point_id"] for h in hits}) == 5
     assert hits[0]["doc_id"] == sha256(lib.invoice)
+
+
+def test_exact_search_gives_the_fast_paths_hits(lib, image_hits):
+    args = [a.format(invoice=lib.invoice) for a in IMAGE_SEARCH]
+    fast = image_hits
+    exact = ok_json(run_cli([*args, "--exact"], lib.env, lib.root))["hits"]
+    assert [h["point_id"] for h in exact] == [h["point_id"] for h in fast]
+    assert [h["score"] for h in exact] == pytest.approx([h["score"] for h in fast])
 
 
 def test_search_filtered_by_document(lib):

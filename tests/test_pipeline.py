@@ -6,6 +6,7 @@ import hashlib
 import uuid
 
 import pytest
+from PIL import Image
 
 from config import Settings
 from core.model import OcrModel
@@ -77,7 +78,8 @@ def test_text_search_filters_and_decodes(ingested, docs):
     hits = searcher.search("Invoice total due", top_k=3)
     assert len(hits) == 3
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert all(h.query_tokens == 257 for h in hits)  # a one-line query is a single 1024 px view
+    # a one-line query is a single 1024 px view, 257 tokens, most of them blank canvas: those are left out
+    assert len({h.query_tokens for h in hits}) == 1 and 0 < hits[0].query_tokens < 257
 
     invoice_id = hashlib.sha256((docs / "invoice.png").read_bytes()).hexdigest()
     only = searcher.search("anything", top_k=5, doc_id=invoice_id)
@@ -161,3 +163,33 @@ def test_only_bad_files_leave_no_collection_behind(backend_settings, tmp_path):
     assert [f.path for f in report.failures] == [str(tmp_path / "absent.png"), str(tmp_path / "broken.pdf")]
     assert ingestor.store.record() is None
     ingestor.store.close()
+
+
+def test_fast_path_agrees_with_exact_and_blank_query_tokens_are_counted(backend_settings, docs):
+    from core.pooling import keep_mask
+    from core.tensors import to_numpy
+
+    # prefetch 3 of the 5 pages: the dense and pooled stages must keep the right ones
+    shallow = backend_settings.model_copy(update={"prefetch_dense": 3, "prefetch_pooled": 3})
+    ingestor = Ingestor.from_settings(shallow)
+    try:
+        ingestor.ingest([docs])
+        searcher = Searcher(ingestor.model, ingestor.store, shallow)
+        text_query = render_query("Annual report revenue")
+        # pages as queries: a real ranking (the tiny model's text queries rank pages by near-ties)
+        for image in [p.image for p in render_pages(docs / "report.pdf", "query")]:
+            fast = searcher.search_image(image, top_k=3)
+            exact = searcher.search_image(image, top_k=3, exact=True)
+            assert fast[0].point_id == exact[0].point_id and fast[0].score == pytest.approx(exact[0].score)
+        assert len(searcher.search_image(text_query, top_k=5, exact=True)) == 5  # exact ranks every page
+
+        # blank-canvas query tokens are left out, and each hit says how many took part
+        tokens, blank = (to_numpy(t) for t in ingestor.model.encode_pages([text_query, Image.new("RGB", text_query.size, "white")]))
+        kept = int(keep_mask(tokens, blank, shallow.blank_similarity).sum())
+        assert 0 < kept < 257 and {h.query_tokens for h in searcher.search_image(text_query, top_k=5)} == {kept}
+        every = Searcher(ingestor.model, ingestor.store, shallow.model_copy(update={"blank_similarity": 1.0}))
+        assert {h.query_tokens for h in every.search_image(text_query, top_k=5)} == {257}
+        # a blank query keeps every token rather than none
+        assert searcher.search_image(Image.new("RGB", text_query.size, "white"), top_k=1)[0].query_tokens == 257
+    finally:
+        ingestor.store.close()

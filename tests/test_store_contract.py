@@ -18,12 +18,15 @@ import pytest
 from config import Settings
 from core.model import ModelIdentity
 from core.pages import point_id
+from core.pooling import maxsim, unit_length
 from core.store import (
     INDEXED_FIELDS,
     META_ID,
     PATCH_FIELD,
+    SCHEMA_VERSION,
     ModelMismatchError,
     PagePoint,
+    SearchLayout,
     StoreError,
     open_store,
     to_storage,
@@ -110,6 +113,8 @@ def test_a_new_collection_is_created_with_the_models_record(store, engine):
     record = store.record()
     assert record["kind"] == "collection"
     assert (record["model"], record["revision"], record["dim"]) == (IDENTITY.model, IDENTITY.revision, IDENTITY.dim)
+    # the fast path's derivation is fixed at creation, so every page of the collection is pooled alike
+    assert record["schema"] == SCHEMA_VERSION and record["layout"] == SearchLayout.from_settings(engine).built()
     assert datetime.fromisoformat(record["created_at"])
     store.bind(IDENTITY)  # the same model again: accepted, nothing changes
     store.bind(IDENTITY, create=False)
@@ -251,3 +256,59 @@ def test_a_collection_whose_record_cannot_be_written_is_not_left_behind(store):
     assert store.record() is None  # the collection made a moment before was removed again
     store.bind(IDENTITY)
     assert store.record()["model"] == IDENTITY.model
+
+
+WIDE = ModelIdentity("test/contract-model", "rev-a", 128)  # wide enough for unrelated tokens to stay unalike
+
+
+def topic_pages(count: int = 60, rows: int = 24, seed: int = 3) -> list[PagePoint]:
+    """Pages in topics of 6 whose tokens lie half around the topic's 8 directions, half around 4 of the page's own,
+    so exact MaxSim has a ranking to reproduce: the page itself, then its topic, then the rest."""
+    rng = np.random.default_rng(seed)
+    topics = unit_length(rng.normal(size=(count // 6, 8, WIDE.dim)))
+    pages = []
+    for i in range(count):
+        own = unit_length(rng.normal(size=(4, WIDE.dim)))
+        centres = np.concatenate([topics[i // 6][rng.integers(0, 8, rows // 2)], own[rng.integers(0, 4, rows // 2)]])
+        tokens = (centres + rng.normal(scale=0.03, size=centres.shape)).astype(np.float32)
+        doc = f"topic-{i // 6}"
+        pages.append(PagePoint(point_id(doc, i), {"doc_id": doc, "source": f"/{doc}", "page": i}, tokens))
+    return pages
+
+
+def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine):
+    pages = topic_pages()
+    rng = np.random.default_rng(11)
+    # shallow prefetch (half, then a fifth of the pages): the first two stages do the choosing; 8 pooled vectors a page
+    with open_store(engine.model_copy(update={"prefetch_dense": 30, "prefetch_pooled": 12, "pool_size": 3})) as store:
+        store.bind(WIDE)
+        store.upsert(pages)
+        store.optimize()
+        for i in range(0, len(pages), 5):
+            query = pages[i].tokens[rng.choice(len(pages[i].tokens), 12, replace=False)]
+            fast = store.search(query, limit=6)  # the query's topic: 6 pages
+            exact = store.search(query, limit=6, exact=True)
+            assert [h.point_id for h in fast] == [h.point_id for h in exact]
+            assert fast[0].point_id == pages[i].point_id
+            assert [h.score for h in fast] == pytest.approx([h.score for h in exact], rel=1e-6)
+            # the exact stage is MaxSim of unit-length tokens (float16), as numpy computes it
+            truth = maxsim(unit_length(query), unit_length(pages[i].tokens).astype(np.float16))
+            assert exact[0].score == pytest.approx(truth, rel=1e-3)
+        topic = store.search(pages[0].tokens[:6], limit=3, doc_id="topic-5")
+        assert {h.payload["doc_id"] for h in topic} == {"topic-5"} and len(topic) == 3
+
+
+def test_exact_bypasses_the_fast_path(filled, engine):
+    """A page whose tokens mostly point away from the query, holding the query's token exactly: its dense vector
+    ranks it last, so only exact MaxSim over every page puts it first."""
+    query = np.eye(DIM, dtype=np.float32)[:1]
+    contrary = PagePoint(point_id("contrary", 1), {"doc_id": "contrary", "source": "/c", "page": 1},
+                         np.concatenate([query, np.repeat(-query, 19, axis=0)]))
+    with open_store(engine.model_copy(update={"prefetch_dense": 1, "prefetch_pooled": 1})) as shallow:
+        shallow.upsert([contrary])
+        shallow.optimize()
+        exact = shallow.search(query, limit=3, exact=True)
+        assert exact[0].point_id == contrary.point_id and exact[0].score == pytest.approx(1.0, abs=1e-3)
+        fast = shallow.search(query, limit=3)
+        assert len(fast) == 3 and contrary.point_id not in {h.point_id for h in fast}
+        assert all(np.isfinite(h.score) for h in fast)

@@ -1,0 +1,111 @@
+"""The small vectors the fast search path ranks by, derived from a page's token set (numpy only).
+
+DeepSeek-OCR-2's tokens are the outputs of learned queries in rough reading order, not a spatial grid, so the
+row/column pooling of Qdrant's ColPali recipe does not apply. Two poolings that do:
+- `cluster`: spherical k-means over the page's unit-length tokens, seeded by farthest points (deterministic).
+  Similar tokens - repeated blank canvas above all - share one pooled vector wherever
+  they sit, so the pooled set spends its vectors on content.
+- `window`: means of consecutive runs of tokens along the sequence.
+`dense_vector` is the single vector per page for the HNSW first stage: the normalised mean of the unit tokens.
+`muvera_fde` (MUVERA fixed-dimensional encoding) is kept for comparing first stages (see README).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+POOLINGS = ("cluster", "window")
+
+
+def unit_length(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (float32); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def pooled_count(n: int, pool_size: int) -> int:
+    """How many pooled vectors a page of `n` tokens gets: about one per `pool_size` tokens."""
+    return max(1, min(n, math.ceil(n / pool_size)))
+
+
+def pool_tokens(tokens: np.ndarray, pool_size: int = 8, method: str = "cluster", iterations: int = 10) -> np.ndarray:
+    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32)."""
+    x = unit_length(tokens)
+    n = x.shape[0]
+    k = pooled_count(n, pool_size)
+    if method == "window":
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+        return unit_length(np.add.reduceat(x, bounds[:-1], axis=0))
+    if method != "cluster":
+        raise ValueError(f"unknown pooling {method!r}; use one of {', '.join(POOLINGS)}")
+    centres = x[_spread_seeds(x, k)].copy()
+    for _ in range(iterations):
+        assign = np.argmax(x @ centres.T, axis=1)
+        members = (assign[None, :] == np.arange(k)[:, None]).astype(np.float32)  # [k, n], one 1 per column
+        sums = members @ x
+        filled = members.any(axis=1)
+        moved = unit_length(sums[filled])
+        if np.array_equal(moved, centres[filled]):
+            break
+        centres[filled] = moved  # an empty cluster keeps its seed
+    return centres
+
+
+def _spread_seeds(x: np.ndarray, k: int) -> np.ndarray:
+    """Farthest-point seeds (deterministic): the first token, then each time the token least like any seed so far.
+    Every distinct direction gets a seed before any direction gets two, so k-means does not merge them, and a mass
+    of near-identical tokens (blank canvas) takes one seed, not one per window."""
+    seeds = np.zeros(k, dtype=np.int64)
+    closest = x @ x[0]
+    for j in range(1, k):
+        seeds[j] = int(np.argmin(closest))
+        closest = np.maximum(closest, x @ x[seeds[j]])
+    return seeds
+
+
+def dense_vector(tokens: np.ndarray) -> np.ndarray:
+    """One vector per page (or query) for the first stage: the normalised mean of its unit-length tokens."""
+    return unit_length(unit_length(tokens).mean(axis=0))
+
+
+def maxsim(query: np.ndarray, page: np.ndarray) -> float:
+    """Late-interaction score: for each query row, its best dot product with a page row, summed."""
+    return float(np.max(np.asarray(query, np.float32) @ np.asarray(page, np.float32).T, axis=1).sum())
+
+
+def keep_mask(tokens: np.ndarray, reference: np.ndarray, similarity: float) -> np.ndarray:
+    """True for the tokens to keep: those whose cosine likeness to every reference token (e.g. the tokens of a
+    blank canvas) stays below `similarity`. Never drops them all: a query of blank canvas only keeps every token."""
+    likeness = unit_length(tokens) @ unit_length(reference).T
+    keep = likeness.max(axis=1) < similarity
+    return keep if keep.any() else np.ones(len(keep), dtype=bool)
+
+
+def muvera_fde(
+    tokens: np.ndarray, *, query: bool, reps: int = 10, bits: int = 4, proj: int = 16, seed: int = 0
+) -> np.ndarray:
+    """MUVERA fixed-dimensional encoding (Dhulipala et al. 2024): per repetition, SimHash the tokens into 2**bits
+    buckets and project each bucket's sum (query) or mean (page; empty buckets take the nearest token) to `proj`
+    dimensions. The dot product of a query FDE with a page FDE approximates their MaxSim. Size reps*2**bits*proj."""
+    x = unit_length(tokens)
+    dim = x.shape[1]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(reps):
+        planes = rng.standard_normal((dim, bits)).astype(np.float32)
+        projection = rng.choice([-1.0, 1.0], size=(dim, proj)).astype(np.float32) / math.sqrt(proj)
+        codes = (x @ planes > 0).astype(np.int64) @ (1 << np.arange(bits))
+        buckets = np.zeros((1 << bits, dim), dtype=np.float32)
+        np.add.at(buckets, codes, x)
+        counts = np.bincount(codes, minlength=1 << bits)
+        if not query:
+            buckets[counts > 0] /= counts[counts > 0, None]
+            empty = np.flatnonzero(counts == 0)
+            if empty.size:
+                # the token whose code is nearest (Hamming) to each empty bucket stands in for it
+                hamming = np.array([[bin(int(b) ^ int(c)).count("1") for c in codes] for b in empty])
+                buckets[empty] = x[hamming.argmin(axis=1)]
+        out.append((buckets @ projection).ravel())
+    return np.concatenate(out)

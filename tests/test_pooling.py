@@ -1,0 +1,88 @@
+"""The fast path's vectors (core/pooling.py): pooled multivectors, the dense vector, blank-token masks, MUVERA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.pooling import (
+    dense_vector,
+    keep_mask,
+    maxsim,
+    muvera_fde,
+    pool_tokens,
+    pooled_count,
+    unit_length,
+)
+
+DIM = 64
+
+
+def clustered(rng, centres: np.ndarray, rows: int, noise: float = 0.05) -> np.ndarray:
+    picks = centres[rng.integers(0, len(centres), rows)]
+    return (picks + rng.normal(scale=noise, size=picks.shape)).astype(np.float32)
+
+
+def test_pooled_count_follows_pool_size():
+    assert [pooled_count(n, 8) for n in (1, 8, 9, 257, 1121)] == [1, 1, 2, 33, 141]
+    assert pooled_count(5, 1) == 5
+
+
+@pytest.mark.parametrize("method", ["cluster", "window"])
+def test_pooled_vectors_are_unit_length_and_deterministic(method):
+    tokens = np.random.default_rng(0).normal(size=(257, DIM)).astype(np.float32) * 3
+    pooled = pool_tokens(tokens, 8, method)
+    assert pooled.shape == (33, DIM) and pooled.dtype == np.float32
+    assert np.allclose(np.linalg.norm(pooled, axis=1), 1, atol=1e-5)
+    assert np.array_equal(pooled, pool_tokens(tokens, 8, method))
+
+
+def test_window_pooling_averages_runs_along_the_sequence():
+    tokens = np.repeat(np.eye(4, DIM, dtype=np.float32), 3, axis=0)  # 4 runs of 3 equal tokens
+    assert np.allclose(pool_tokens(tokens, 3, "window"), np.eye(4, DIM))
+
+
+def test_clustering_finds_the_directions_wherever_their_tokens_sit():
+    rng = np.random.default_rng(1)
+    centres = unit_length(rng.normal(size=(6, DIM)))
+    tokens = clustered(rng, centres, 60)  # shuffled: windows along the sequence would mix the directions
+    pooled = pool_tokens(tokens, 10, "cluster")
+    assert pooled.shape == (6, DIM)
+    # every direction has a pooled vector close to it; windows of mixed tokens have none
+    assert (centres @ pooled.T).max(axis=1).min() > 0.98
+    assert (centres @ pool_tokens(tokens, 10, "window").T).max(axis=1).min() < 0.9
+
+
+def test_pooled_maxsim_keeps_the_ranking_of_exact_maxsim():
+    rng = np.random.default_rng(2)
+    pages = [clustered(rng, unit_length(rng.normal(size=(8, DIM))), 64) for _ in range(20)]
+    for i, page in enumerate(pages):
+        query = unit_length(page[:6])
+        pooled_scores = [maxsim(query, pool_tokens(p, 8)) for p in pages]
+        assert int(np.argmax(pooled_scores)) == i
+
+
+def test_dense_vector_is_the_normalised_mean_of_unit_tokens():
+    tokens = np.array([[3.0, 0.0], [0.0, 0.5]], dtype=np.float32)
+    assert np.allclose(dense_vector(tokens), [np.sqrt(0.5), np.sqrt(0.5)])
+
+
+def test_keep_mask_drops_tokens_like_the_reference_but_never_all():
+    rng = np.random.default_rng(3)
+    blank = unit_length(rng.normal(size=(4, DIM)))
+    content = unit_length(rng.normal(size=(5, DIM)))
+    tokens = np.concatenate([blank * 2.0, content])  # likeness is by direction, not length
+    assert keep_mask(tokens, blank, 0.9).tolist() == [False] * 4 + [True] * 5
+    assert keep_mask(blank, blank, 0.9).all()  # only blank: keep everything rather than nothing
+
+
+def test_muvera_fde_dot_products_follow_maxsim():
+    rng = np.random.default_rng(4)
+    pages = [clustered(rng, unit_length(rng.normal(size=(4, DIM))), 32) for _ in range(10)]
+    encoded = np.stack([muvera_fde(p, query=False) for p in pages])
+    assert encoded.shape == (10, 10 * 16 * 16)
+    hits = 0
+    for i, page in enumerate(pages):
+        query = muvera_fde(page[:8], query=True)
+        hits += int(np.argmax(encoded @ query) == i)
+    assert hits >= 9
