@@ -43,6 +43,7 @@ from core.tensors import to_numpy
 
 log = logging.getLogger("tokendirect.ingest")
 
+INGEST_STORE_WAIT = 600.0  # seconds ingest waits for the embedded shard between its batches
 RUN_LOG = "ingest-runs.jsonl"  # under DATA_DIR: one JSON line per run, for schedulers and people
 # Test hook: "STAGE:N" kills this process with SIGKILL the N-th time it reaches STAGE (see _crash_point).
 CRASH_ENV = "TOKENDIRECT_CRASH_AT"
@@ -139,6 +140,9 @@ class Ingestor:
         self.settings = settings or Settings()
         self.limits = Limits.from_settings(self.settings)
         self._bound = False
+        if isinstance(store, EdgeStore):
+            # A background job can afford to queue behind a long decode; a search should not wait that long.
+            store.wait = max(store.wait, INGEST_STORE_WAIT)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Ingestor":
@@ -375,14 +379,17 @@ class _Run:
                 continue
         return False
 
-    def _get(self, q: queue.Queue, timeout: float | None = None):
-        """The next item; None after `timeout` seconds with nothing (or when the run stops)."""
+    def _get(self, q: queue.Queue, timeout: float | None = None, idle=None):
+        """The next item; None after `timeout` seconds with nothing (or when the run stops). `idle` is called
+        every 0.1 s of waiting."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.stop.is_set():
             step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
             try:
                 return q.get(timeout=step)
             except queue.Empty:
+                if idle is not None:
+                    idle()
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
         return None
@@ -519,8 +526,20 @@ class _Run:
     # -- store writer --------------------------------------------------------------------------------------------
 
     def _write(self) -> None:
+        store = self.ing.store
+        keep = getattr(store, "keep_open", None)
+        if keep is not None:
+            store.keep_open = True  # hold the shard between batches until another process asks for it
+        try:
+            self._write_batches()
+        finally:
+            if keep is not None:
+                store.keep_open = keep
+                store.close()
+
+    def _write_batches(self) -> None:
         while True:
-            items = self._get(self.store_q)
+            items = self._get(self.store_q, idle=getattr(self.ing.store, "yield_if_wanted", None))
             if items is None or items is _END:
                 return
             t = time.perf_counter()
@@ -567,9 +586,8 @@ class _Run:
                     self._fail(doc, "not every page was stored")
             elif kind == "skip":
                 report.pages_skipped += doc.pages
-                report.documents_skipped.append(doc.name)
-                if doc.replaces:  # a new version stored by an interrupted run: finish the update
-                    report.documents_updated.append(doc.name)
+                # With older versions under this path, an interrupted run stored the new one: the update ends now.
+                (report.documents_updated if doc.replaces else report.documents_skipped).append(doc.name)
             elif kind == "fail":
                 self._fail(doc, item[2])
 
