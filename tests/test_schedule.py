@@ -294,3 +294,38 @@ def test_odd_names_are_stored_and_unreadable_files_named(tmp_path, settings):
         assert report["pages_added"] == 0 and report["pages_skipped"] == 2 and report["documents_pruned"] == []
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_holder_that_keeps_the_shard_gives_it_up_when_asked(tmp_path):
+    """Ingest keeps the shard between batches (opening it costs about a second), but only until another process
+    announces that it waits: then it closes it at its next pause."""
+    from core.model import ModelIdentity
+
+    path = tmp_path / "qdrant" / "pages"
+    store = EdgeStore(path, "pages")
+    store.bind(ModelIdentity("m", "r", 8))
+    store.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from core.store import EdgeStore\n"
+            f"s = EdgeStore({str(path)!r}, 'pages'); s.keep_open = True\n"
+            "with s.window(): s.count()\n"
+            "print('holding', flush=True)\n"
+            "end = time.monotonic() + 30\n"
+            "while s._shard is not None and time.monotonic() < end:\n"
+            "    s.yield_if_wanted(); time.sleep(0.1)\n"
+            "print('yielded' if s._shard is None else 'kept', flush=True)\n"
+        )],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        waiter = EdgeStore(path, "pages", wait=20)
+        assert waiter.count() == 0
+        waiter.close()
+        assert waiter.waited_s < 5
+        assert holder.stdout.readline().strip() == "yielded"
+    finally:
+        holder.kill()
+        holder.wait()
