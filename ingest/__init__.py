@@ -181,6 +181,8 @@ class Ingestor:
             status, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if isinstance(self.store, EdgeStore):
+                self.store.close()  # whatever happened, other processes get the shard back now
             report.timings["wall_s"] = round(time.perf_counter() - t0, 3)
             self._log_run(paths, report, started, status, error)
 
@@ -534,8 +536,7 @@ class _Run:
             self._write_batches()
         finally:
             if keep is not None:
-                store.keep_open = keep
-                store.close()
+                store.keep_open = keep  # the tidying window at the end of the run gives the shard back
 
     def _write_batches(self) -> None:
         while True:
