@@ -37,7 +37,17 @@ from tqdm import tqdm
 from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
 from core.model import OcrModel
-from core.pages import InputError, Limits, Page, count_pages, discover, display_path, file_digest, point_id, render_pages
+from core.pages import (
+    InputError,
+    Limits,
+    Page,
+    count_pages,
+    discover,
+    display_path,
+    file_digest,
+    point_id,
+    render_pages,
+)
 from core.store import EdgeStore, PagePoint, PageStore, StoreError, open_store
 from core.tensors import to_numpy
 
@@ -217,7 +227,8 @@ class Ingestor:
     def _finish(self, run: "_Run", paths: list, prune: bool) -> None:
         report = run.report
         roots = [display_path(Path(p).resolve()) for p in paths if Path(p).exists()]
-        current = {doc.source: doc.doc_id for doc in run.docs if doc.doc_id and not doc.failed}
+        found = {doc.source: doc for doc in run.docs if doc.doc_id and not doc.failed}
+        current = {source: doc.doc_id for source, doc in found.items()}
         present = {doc.source for doc in run.docs}  # seen this run, even if it failed: not gone
         for d in run.catalog.values():
             if d.doc_id in run.completed:
@@ -225,6 +236,12 @@ class Ingestor:
             if not d.complete:
                 self._delete(report, d.doc_id, len(d.stored))
                 report.documents_cleaned.append(d.source)
+                continue
+            same = found.get(d.source)
+            if same is not None and same.doc_id == d.doc_id and (same.size, same.mtime_ns) != (
+                d.file_size, d.file_mtime_ns
+            ):
+                self._move(d, same)  # same bytes, new mtime (touched, copied): record it so the next run need not hash
                 continue
             superseded = d.source in current and current[d.source] != d.doc_id
             gone = d.source not in present and not os.path.exists(d.source)

@@ -18,8 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from core.pages import count_pages, file_digest, point_id
 from core.store import EdgeStore
 from ingest import CRASH_ENV, RUN_LOG, Ingestor
@@ -129,7 +127,14 @@ def test_killed_after_a_write_is_completed_by_the_next_run_then_moves_and_prunes
     after = stored(data)
     assert after.keys() == expected_ids(folder)
     assert {Path(p["source"]).name for p in after.values()} == {"a.pdf", "c-moved.tiff"}
-    assert len((data / RUN_LOG).read_text().splitlines()) == 3
+
+    # Touched, same bytes: nothing is stored again, and the new mtime is recorded so the next run skips it unread.
+    os.utime(folder / "a.pdf", ns=(1_000_000_000, 1_000_000_000))
+    report = ingest(settings, folder)
+    assert report["pages_added"] == 0
+    assert report["documents_skipped"] == [str(folder / "a.pdf"), str(folder / "c-moved.tiff")]
+    assert {p["file_mtime_ns"] for p in stored(data).values() if Path(p["source"]).name == "a.pdf"} == {1_000_000_000}
+    assert len((data / RUN_LOG).read_text().splitlines()) == 4
 
 
 def test_unfinished_document_of_a_changed_file_is_removed_and_updates_never_leave_a_gap(
