@@ -64,6 +64,9 @@ def _emit(as_json: bool, data, text: str) -> None:
 @clean_errors
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or folders: PDFs, PNG, JPEG, TIFF (multi-page too)."),
+    ocr_text: bool = typer.Option(
+        False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text (TOKENDIRECT_OCR_TEXT)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
     prune: bool = typer.Option(
         False, "--prune", help="Also remove stored documents whose source file under PATH... is gone."
@@ -78,6 +81,8 @@ def ingest(
     from ingest import Ingestor
 
     settings = _settings()
+    if ocr_text:
+        settings = settings.model_copy(update={"ocr_text": True})
     ingestor = Ingestor.from_settings(settings)
     try:
         report = ingestor.ingest(paths, prune=prune, wait=wait)
@@ -87,7 +92,10 @@ def ingest(
         f"added {report.pages_added} pages from {len(report.documents_added) + len(report.documents_updated)} "
         f"documents ({len(report.documents_updated)} updated); skipped {report.pages_skipped} pages already stored "
         f"({len(report.documents_skipped)} documents); removed {report.pages_removed} pages "
-        f"({len(report.documents_pruned)} documents pruned)"
+        f"({len(report.documents_pruned)} documents pruned)",
+        "text of the added pages: {pdf} from the PDF text layer, {decoded} decoded, {none} without text".format(
+            **report.text_pages
+        ),
     ]
     lines += [f"added: {p}" for p in report.documents_added]
     lines += [f"updated: {p}" for p in report.documents_updated]
@@ -106,23 +114,32 @@ def search(
     image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file instead of text."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Number of hits (default TOKENDIRECT_TOP_K)."),
     doc: Optional[str] = typer.Option(None, "--doc", help="Only pages of this doc_id."),
-    decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="visual, text, hybrid or rerank (default: hybrid when pages have text, else visual)."
+    ),
     exact: bool = typer.Option(
         False, "--exact", help="Rank every page by exact MaxSim, bypassing the fast path (for comparison)."
     ),
-    mode: str = typer.Option("ocr", "--mode", help="Decoding prompt with --decode: ocr or markdown."),
+    decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
+    decode_mode: str = typer.Option("ocr", "--decode-mode", help="Decoding prompt with --decode: ocr or markdown."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as one JSON document."),
 ) -> None:
-    """Rank stored pages against a text (or image) query by late interaction (MaxSim)."""
+    """Rank stored pages against a text query by MaxSim over the vision tokens, BM25 over the page text, or both
+    fused; or against an image by MaxSim."""
     from PIL import Image
 
     from core.model import prompt_for
+    from core.store import SEARCH_MODES
     from decode import Decoder
     from search import Searcher
 
     if not text.strip() and image is None:
         _fail("give a query TEXT or --image FILE")
-    prompt_for(mode)  # an unknown mode fails now, not after the search
+    if mode is not None and mode not in SEARCH_MODES:
+        _fail(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
+    if image is not None and mode not in (None, "visual"):
+        _fail("an --image query is searched visually only; leave out --mode or use --mode visual")
+    prompt_for(decode_mode)  # an unknown mode fails now, not after the search
     settings = _settings()
     searcher = Searcher.from_settings(settings)
     try:
@@ -133,20 +150,25 @@ def search(
                 _fail(f"cannot read query image {image}: {exc}")
             hits = searcher.search_image(query, top_k, doc, exact=exact)
         else:
-            hits = searcher.search(text, top_k, doc, exact=exact)
+            mode = mode or searcher.default_mode()
+            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact)
         rows = [h.to_dict() for h in hits]
         if decode:
             decoder = Decoder(searcher.model, searcher.store, settings)
             for row in rows:
-                row["text"] = decoder.decode(row["point_id"], mode)
+                row["text"] = decoder.decode(row["point_id"], decode_mode)
     finally:
         searcher.store.close()
     lines = []
     for rank, row in enumerate(rows, 1):
-        lines.append(f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  [{row['point_id']}]")
+        found = "+".join(row["signals"])
+        lines.append(
+            f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  ({found})  [{row['point_id']}]"
+        )
         if "text" in row:
             lines.append("   " + row["text"].replace("\n", "\n   "))
-    _emit(as_json, {"query": text or str(image), "hits": rows}, "\n".join(lines) or "no hits")
+    data = {"query": text or str(image), "mode": mode or "visual", "hits": rows}
+    _emit(as_json, data, "\n".join(lines) or "no hits")
 
 
 @app.command()
@@ -191,6 +213,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             "dimension": record and record["dim"],
             "points": sum(docs.values()),
             "documents": len(docs),
+            "text_search": bool(record) and store.has_text_index(),  # False: made before text search, visual only
+            "pages_with_text": store.text_pages() if record else 0,
             "configured_model": settings.model,
         }
     text = "\n".join(f"{k}: {v}" for k, v in data.items())
@@ -237,6 +261,28 @@ def import_(
     lines += [f"failed: page {pid} is missing or differs after the import" for pid in report.mismatched]
     _emit(as_json, report.to_dict(), "\n".join(lines))
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
+
+
+@app.command("eval")
+@clean_errors
+def eval_(
+    directory: Path = typer.Argument(..., help="A labelled set: corpus/, queries.jsonl, qrels.jsonl (see README)."),
+    build_sample: bool = typer.Option(False, "--build-sample", help="Write the project's sample set to DIRECTORY."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="Collection for the set (default eval-NAME)."),
+    ocr_text: bool = typer.Option(False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+) -> None:
+    """Ingest a labelled set and report nDCG@5, recall@1/5/10, MRR and latency for every search mode."""
+    from evaluation import evaluate, format_report
+    from evaluation.sample import build_sample as write_sample
+
+    if build_sample:
+        typer.echo(f"wrote the sample set to {write_sample(directory)}; evaluate it with: tokendirect eval {directory}")
+        return
+    settings = _settings().model_copy(update={"ocr_text": True} if ocr_text else {})
+    report = evaluate(directory, settings, collection)
+    _emit(as_json, report.to_dict(), format_report(report))
+    raise typer.Exit(EXIT_OK if not report.failures else EXIT_PARTIAL)
 
 
 @app.command("make-test-model")

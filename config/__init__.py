@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     trust_mtime: bool = Field(
         True, description="Skip a file without hashing it when its size and mtime match the stored record."
     )
+    ocr_text: bool = Field(
+        False, description="At ingest, pages without a PDF text layer get the decoder's text (one generation each)."
+    )
 
     # The fast search path (measured defaults: README, "Search at scale"). A query runs as one Qdrant query:
     # dense HNSW -> pooled MaxSim (quantized, in RAM) -> exact MaxSim over the full token sets.

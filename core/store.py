@@ -37,16 +37,23 @@ from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
 from core.model import ModelIdentity
 from core.pooling import dense_vector, pool_tokens
+from core.text import SparseVector, embed_document, embed_query, text_fields
 
 TOKENS = "tokens"  # the exact token set, as the decoder consumes it
 UNIT = "unit"  # the same tokens scaled to unit length: what exact MaxSim ranks by
 POOLED = "pooled"  # a few pooled unit vectors per page: the middle stage, quantized, in RAM
 DENSE = "dense"  # one vector per page, HNSW-indexed: the first stage
+BM25 = "bm25"  # sparse BM25 vector of the page text (IDF modifier): the text signal
+# visual: MaxSim over the tokens; text: BM25 over the page text; hybrid: both, fused by reciprocal rank fusion
+# in one Qdrant query; rerank: BM25 candidates ordered by exact MaxSim.
+SEARCH_MODES = ("visual", "text", "hybrid", "rerank")
+RRF_K = 60  # the usual reciprocal rank fusion constant: score = sum of 1 / (RRF_K + rank), rank from 0
 # 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly; re-import to upgrade)
 SCHEMA_VERSION = 2
 FAST_SCHEMA = 2
 # Payload kept out of search results: it only matters when tokens are read back for decoding.
 PATCH_FIELD = "token_patch"
+NOT_IN_HITS = [PATCH_FIELD, "text"]  # the page text can be kilobytes; hits do not need it
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
 # Payload fields people filter on (in the dashboard, or with --doc), indexed on both engines.
 INDEXED_FIELDS = {
@@ -56,6 +63,7 @@ INDEXED_FIELDS = {
     "model": "keyword",
     "page": "integer",
     "ingested_at": "datetime",
+    "text_source": "keyword",
 }
 FLOAT16_MAX = 65504.0
 # The embedded engine indexes new pages when asked; a writer asks after this many pages (and `optimize()` at will).
@@ -80,6 +88,7 @@ class PagePoint:
     payload: dict[str, Any]
     tokens: np.ndarray | None = None  # float32 holding the encoder's exact values, shape [n, dim]
     score: float | None = None
+    signals: list[str] = field(default_factory=list)  # in a search result: "visual", "text" or both
 
 
 @dataclass(frozen=True)
@@ -242,6 +251,7 @@ class PageStore(ABC):
         """Store pages from their exact tokens; every other vector of a page is derived here."""
         ready = []
         fast = bool(points) and self.has_fast_path()
+        indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
         for p in points:
             form = to_storage(p.tokens)
             payload = dict(p.payload)
@@ -250,6 +260,9 @@ class PageStore(ABC):
             vectors = {TOKENS: form.vectors, UNIT: unit_rows(p.tokens)}
             if fast:
                 vectors.update(self.layout.derive(p.tokens))
+            sparse = embed_document(payload.get("text")) if indexed else None
+            if sparse is not None:
+                vectors[BM25] = self._sparse(sparse)
             ready.append((p.point_id, vectors, payload))
         if ready:
             self._upsert(ready)
@@ -284,6 +297,24 @@ class PageStore(ABC):
             raise StoreError(f"no page with point id {point_id!r} in collection {self.collection!r}")
         self._set_payload(point_id, payload)
 
+    def set_text(self, point_id: str, text: str | None, source: str | None) -> None:
+        """Give a stored page its text (payload `text`, `text_source`) and the BM25 vector made from it."""
+        fields = text_fields(text, source)
+        self.set_payload(point_id, fields)
+        if self.has_text_index():
+            sparse = embed_document(fields["text"])
+            self._set_sparse(point_id, None if sparse is None else self._sparse(sparse))
+
+    def has_text_index(self) -> bool:
+        """Whether the collection has the `bm25` vector (collections made before text search do not)."""
+        if not getattr(self, "_bm25_known", False):  # only "yes" is kept: every collection made now has it
+            self._bm25_known = self._exists() and self._has_sparse(BM25)
+        return self._bm25_known
+
+    def text_pages(self) -> int:
+        """How many pages BM25 can find (pages with text, in a collection with the `bm25` vector)."""
+        return self._count(self._filter(None, BM25)) if self.has_text_index() else 0
+
     def get(self, point_id: str, with_tokens: bool = True) -> PagePoint | None:
         try:
             point_id = str(uuid.UUID(point_id))
@@ -294,13 +325,68 @@ class PageStore(ABC):
             return None
         return found[0]
 
-    def search(self, tokens: np.ndarray, limit: int, doc_id: str | None = None, *, exact: bool = False) -> list[PagePoint]:
-        """The `limit` best pages by MaxSim of `tokens` (the query's token set) against each page's unit tokens:
-        through the fast path (dense HNSW -> pooled MaxSim -> exact MaxSim of the survivors), or with
-        `exact=True` over every page."""
-        query = np.asarray(tokens, dtype=np.float32)
-        fast = not exact and self.has_fast_path()
-        return self._query(query, limit, doc_id, fast)
+    def search(
+        self,
+        tokens: np.ndarray | None,
+        limit: int,
+        doc_id: str | None = None,
+        *,
+        exact: bool = False,
+        text: str | None = None,
+        mode: str = "visual",
+    ) -> list[PagePoint]:
+        """The best `limit` pages for a query: its tokens (visual signal) and/or its text (BM25), by `mode`
+        (SEARCH_MODES). Each result's `signals` name the signals that found it. The visual signal takes the fast
+        path (dense HNSW -> pooled MaxSim -> exact MaxSim of the survivors), or with `exact=True` ranks every page
+        by exact MaxSim."""
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
+        query = None if tokens is None else np.asarray(tokens, dtype=np.float32)
+        if mode != "text" and query is None:
+            raise ValueError(f"search mode {mode!r} needs the query's tokens")
+        fast = not exact and mode != "text" and self.has_fast_path()
+        if mode == "visual":
+            return self._query(query, limit, doc_id, fast=fast)
+        if not self.has_text_index():
+            raise StoreError(
+                f"collection {self.collection!r} has no text index (it was made before text search): search it "
+                "with mode 'visual', or ingest the documents again into a new TOKENDIRECT_COLLECTION"
+            )
+        sparse = embed_query(text)
+        if sparse is None and mode != "hybrid":
+            return []  # no searchable word in the query (empty, or only stop words)
+        native = None if sparse is None else self._sparse(sparse)
+        return self._query(query, limit, doc_id, fast=fast, sparse=native, mode=mode)
+
+    def _query(self, tokens, limit, doc_id, *, fast=False, sparse=None, mode="visual") -> list[PagePoint]:
+        """One Qdrant query per mode, built from the engine's parts; hybrid also asks (in the same batch) for the
+        text ranking alone, which tells which fused hits the text signal found."""
+        pool = max(4 * limit, 40)  # candidates each signal contributes to fusion or reranking
+        text = None if sparse is None else self._text_part(sparse, doc_id)
+        if mode == "text":
+            main, signals = text, ["text"]
+        elif mode == "rerank":
+            main, signals = self._maxsim_over(tokens, [(text, pool)], doc_id), ["text", "visual"]
+        elif mode == "hybrid":
+            parts = [(self._visual_part(tokens, doc_id, fast, pool), pool)] + ([(text, pool)] if text else [])
+            main, signals = self._fused(parts, doc_id), None
+        else:
+            main, signals = self._visual_part(tokens, doc_id, fast, limit), ["visual"]
+        if signals is not None:
+            hits = self._run([(main, limit)])[0]
+            for hit in hits:
+                hit.signals = list(signals)
+            return hits
+        results = self._run([(main, limit)] + ([(text, pool)] if text else []))
+        hits, by_text = results[0], results[1] if text else []
+        text_rank = {h.point_id: rank for rank, h in enumerate(by_text)}
+        for hit in hits:
+            # A hit's fused score is the sum of 1 / (RRF_K + rank) over the signals that found it: whatever the
+            # text rank does not account for came from the visual one (at least 1 / (RRF_K + pool)).
+            rank = text_rank.get(hit.point_id)
+            visual = hit.score - (0.0 if rank is None else 1.0 / (RRF_K + rank)) > 0.5 / (RRF_K + pool)
+            hit.signals = (["visual"] if visual else []) + ([] if rank is None else ["text"])
+        return hits
 
     def optimize(self) -> None:
         """Build the indexes of pages written since the last call (the embedded engine indexes on request)."""
@@ -353,8 +439,46 @@ class PageStore(ABC):
     @abstractmethod
     def _retrieve(self, ids: list[str], with_tokens: bool) -> list[PagePoint]: ...
 
+    # A query "part" is what the engine takes both as a whole query and as a prefetch nested in another one.
+
     @abstractmethod
-    def _query(self, tokens: np.ndarray, limit: int, doc_id: str | None, fast: bool) -> list[PagePoint]: ...
+    def _visual_part(self, tokens: np.ndarray, doc_id: str | None, fast: bool, limit: int) -> Any:
+        """MaxSim of the query tokens against the pages: through the fast path's nested prefetch (its depths
+        sized for `limit` hits), or exact over every page."""
+
+    @abstractmethod
+    def _text_part(self, sparse: Any, doc_id: str | None) -> Any:
+        """BM25 of the query's sparse vector against the pages' `bm25` vectors."""
+
+    @abstractmethod
+    def _fused(self, parts: list[tuple[Any, int]], doc_id: str | None) -> Any:
+        """Reciprocal rank fusion (RRF_K) of (part, candidates) prefetches."""
+
+    @abstractmethod
+    def _maxsim_over(self, tokens: np.ndarray, parts: list[tuple[Any, int]], doc_id: str | None) -> Any:
+        """Exact MaxSim over the candidates of (part, candidates) prefetches."""
+
+    @abstractmethod
+    def _run(self, requests: list[tuple[Any, int]]) -> list[list[PagePoint]]:
+        """(part, limit) queries as one batch; scored pages without the payload of NOT_IN_HITS."""
+
+    @abstractmethod
+    def _sparse(self, vector: SparseVector) -> Any:
+        """The engine's own sparse vector type."""
+
+    @abstractmethod
+    def _has_sparse(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def _set_sparse(self, point_id: str, vector: Any | None) -> None:
+        """Replace (None: remove) a page's `bm25` vector."""
+
+    @abstractmethod
+    def _filter(self, doc_id: str | None, vector: str = TOKENS) -> Any:
+        """Pages (points that have `vector`), of one document when `doc_id` is given."""
+
+    @abstractmethod
+    def _count(self, filter: Any) -> int: ...
 
     @abstractmethod
     def _scroll(self, offset: Any, limit: int, with_tokens: bool) -> tuple[list[PagePoint], Any]: ...
@@ -533,7 +657,8 @@ class EdgeStore(PageStore):
         }
         # The engine builds indexes only when asked (`optimize`); any segment worth indexing then gets them.
         optimizers = q.EdgeOptimizersConfig(indexing_threshold=1000)
-        config = q.EdgeConfig(vectors=vectors, optimizers=optimizers)
+        sparse = {BM25: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)}  # IDF from the collection
+        config = q.EdgeConfig(vectors=vectors, sparse_vectors=sparse, optimizers=optimizers)
         self.path.mkdir(parents=True, exist_ok=True)
         self._shard = _SHARED.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
 
@@ -602,11 +727,13 @@ class EdgeStore(PageStore):
         except Exception as exc:  # the engine raises plain Exceptions (a read-only disk, for one)
             raise StoreError(f"cannot update the embedded store {self.path}: {exc}") from None
 
-    def _query(self, tokens, limit, doc_id, fast):
+    # A part is the keyword arguments that q.QueryRequest and q.Prefetch share.
+
+    def _visual_part(self, tokens, doc_id, fast, limit):
         import qdrant_edge as q
 
         unit = unit_rows(tokens).astype(np.float32).tolist()
-        prefetches = None
+        part = {"query": q.Query.Nearest(unit, using=UNIT), "filter": self._filter(doc_id)}
         if fast:
             dense_limit, pooled_limit = self.layout.limits(limit)
             dense = q.Prefetch(
@@ -623,31 +750,79 @@ class EdgeStore(PageStore):
                 # int8 scores only: the exact stage comes next, so the float16 originals stay on disk
                 params=q.SearchParams(quantization=q.QuantizationSearchParams(rescore=False)),
             )
-            prefetches = [pooled]
-        request = q.QueryRequest(
-            limit=limit,
-            query=q.Query.Nearest(unit, using=UNIT),
-            prefetches=prefetches,
-            filter=self._filter(doc_id),
-            with_payload=q.PayloadSelector.Exclude([PATCH_FIELD]),
-        )
-        return [_point(p.id, p.payload, score=p.score) for p in self.shard.query(request)]
+            part["prefetches"] = [pooled]
+        return part
 
-    @staticmethod
-    def _filter(doc_id: str | None):
+    def _text_part(self, sparse, doc_id):
         import qdrant_edge as q
 
-        must = [q.HasVectorCondition(TOKENS)]
+        return {"query": q.Query.Nearest(sparse, using=BM25), "filter": self._filter(doc_id, BM25)}
+
+    def _fused(self, parts, doc_id):
+        import qdrant_edge as q
+
+        return {"query": q.Fusion.Rrf(k=RRF_K), "prefetches": self._prefetches(parts), "filter": self._filter(doc_id)}
+
+    def _maxsim_over(self, tokens, parts, doc_id):
+        return dict(self._visual_part(tokens, doc_id, False, 0), prefetches=self._prefetches(parts))
+
+    @staticmethod
+    def _prefetches(parts):
+        import qdrant_edge as q
+
+        return [q.Prefetch(limit=limit, **part) for part, limit in parts]
+
+    def _run(self, requests):
+        import qdrant_edge as q
+
+        exclude = q.PayloadSelector.Exclude(NOT_IN_HITS)
+        batch = [q.QueryRequest(limit=limit, with_payload=exclude, **part) for part, limit in requests]
+        results = self.shard.query_batch(q.QueryBatchRequest(batch)) if len(batch) > 1 else [self.shard.query(batch[0])]
+        return [[_point(p.id, p.payload, score=p.score) for p in points] for points in results]
+
+    def _sparse(self, vector):
+        import qdrant_edge as q
+
+        return q.SparseVector(vector.indices, vector.values)
+
+    def _has_sparse(self, name):
+        import json
+
+        try:
+            config = json.loads((self.path / "edge_config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return name in (config.get("sparse_vectors") or {})
+
+    def _set_sparse(self, point_id, vector):
+        import qdrant_edge as q
+
+        if vector is None:
+            op = q.UpdateOperation.delete_vectors([point_id], [BM25])
+        else:
+            op = q.UpdateOperation.update_vectors([q.PointVectors(point_id, {BM25: vector})])
+        try:
+            self.shard.update(op)
+            self.shard.flush()
+        except Exception as exc:  # the engine raises plain Exceptions
+            raise StoreError(f"cannot update the embedded store {self.path}: {exc}") from None
+
+    @staticmethod
+    def _filter(doc_id: str | None, vector: str = TOKENS):
+        import qdrant_edge as q
+
+        must = [q.HasVectorCondition(vector)]
         if doc_id:
             must.append(q.FieldCondition(key="doc_id", match=q.MatchValue(doc_id)))
         return q.Filter(must=must)
 
-    def count(self, doc_id=None) -> int:
+    def _count(self, filter) -> int:
         import qdrant_edge as q
 
-        if self.shard is None:
-            return 0
-        return self.shard.count(q.CountRequest(exact=True, filter=self._filter(doc_id)))
+        return self.shard.count(q.CountRequest(exact=True, filter=filter)) if self.shard is not None else 0
+
+    def count(self, doc_id=None) -> int:
+        return self._count(self._filter(doc_id))
 
     def documents(self) -> dict[str, int]:
         import qdrant_edge as q
@@ -853,7 +1028,13 @@ class ClientStore(PageStore):
                 on_disk=False,
             ),
         }
-        self._call(self.client.create_collection, self.collection, vectors_config=vectors, retry=True)
+        self._call(
+            self.client.create_collection,
+            self.collection,
+            vectors_config=vectors,
+            sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},  # IDF from the collection
+            retry=True,
+        )
 
     def _create_index(self, name: str, kind: str) -> None:
         from qdrant_client import models as m
@@ -882,7 +1063,8 @@ class ClientStore(PageStore):
 
         # One page per request: a page is megabytes, so batching saves nothing and could pass a size limit.
         for pid, vecs, payload in rows:
-            point = m.PointStruct(id=pid, vector={k: v.tolist() for k, v in vecs.items()}, payload=payload)
+            vector = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vecs.items()}
+            point = m.PointStruct(id=pid, vector=vector, payload=payload)
             self._call(self.client.upsert, self.collection, [point], wait=True, retry=True)
 
     def _retrieve(self, ids, with_tokens):
@@ -910,20 +1092,22 @@ class ClientStore(PageStore):
     def _set_payload(self, point_id, payload):
         self._call(self.client.set_payload, self.collection, payload, points=[point_id], wait=True)
 
-    def _filter(self, doc_id):
+    def _filter(self, doc_id, vector=TOKENS):
         from qdrant_client import models as m
 
-        must = [m.HasVectorCondition(has_vector=TOKENS)]
+        must = [m.HasVectorCondition(has_vector=vector)]
         if doc_id:
             must.append(m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id)))
         return m.Filter(must=must)
 
-    def _query(self, tokens, limit, doc_id, fast):
+    # A part is the keyword arguments that models.QueryRequest and models.Prefetch share.
+
+    def _visual_part(self, tokens, doc_id, fast, limit):
         from qdrant_client import models as m
 
         unit = unit_rows(tokens).astype(np.float32).tolist()
-        prefetch = None
-        if fast:  # the same three stages as EdgeStore._query
+        part = {"query": unit, "using": UNIT, "filter": self._filter(doc_id)}
+        if fast:  # the same three stages as EdgeStore._visual_part
             dense_limit, pooled_limit = self.layout.limits(limit)
             dense = m.Prefetch(
                 query=dense_vector(tokens).tolist(),
@@ -932,7 +1116,7 @@ class ClientStore(PageStore):
                 filter=self._filter(doc_id),
                 params=m.SearchParams(hnsw_ef=dense_limit),
             )
-            prefetch = m.Prefetch(
+            part["prefetch"] = m.Prefetch(
                 query=unit,
                 using=POOLED,
                 limit=pooled_limit,
@@ -940,22 +1124,59 @@ class ClientStore(PageStore):
                 filter=self._filter(doc_id),
                 params=m.SearchParams(quantization=m.QuantizationSearchParams(rescore=False)),
             )
-        res = self._call(
-            self.client.query_points,
-            self.collection,
-            query=unit,
-            using=UNIT,
-            prefetch=prefetch,
-            limit=limit,
-            query_filter=self._filter(doc_id),
-            with_payload=m.PayloadSelectorExclude(exclude=[PATCH_FIELD]),
-        )
-        return [_point(p.id, p.payload, score=p.score) for p in res.points]
+        return part
 
-    def count(self, doc_id=None) -> int:
+    def _text_part(self, sparse, doc_id):
+        return {"query": sparse, "using": BM25, "filter": self._filter(doc_id, BM25)}
+
+    def _fused(self, parts, doc_id):
+        from qdrant_client import models as m
+
+        rrf = m.RrfQuery(rrf=m.Rrf(k=RRF_K))
+        return {"query": rrf, "prefetch": self._prefetches(parts), "filter": self._filter(doc_id)}
+
+    def _maxsim_over(self, tokens, parts, doc_id):
+        return dict(self._visual_part(tokens, doc_id, False, 0), prefetch=self._prefetches(parts))
+
+    @staticmethod
+    def _prefetches(parts):
+        from qdrant_client import models as m
+
+        return [m.Prefetch(limit=limit, **part) for part, limit in parts]
+
+    def _run(self, requests):
+        from qdrant_client import models as m
+
+        exclude = m.PayloadSelectorExclude(exclude=NOT_IN_HITS)
+        batch = [m.QueryRequest(limit=limit, with_payload=exclude, **part) for part, limit in requests]
+        results = self._call(self.client.query_batch_points, self.collection, batch)
+        return [[_point(p.id, p.payload, score=p.score) for p in res.points] for res in results]
+
+    def _sparse(self, vector):
+        from qdrant_client import models as m
+
+        return m.SparseVector(indices=vector.indices, values=vector.values)
+
+    def _has_sparse(self, name):
+        info = self._call(self.client.get_collection, self.collection)
+        return name in (info.config.params.sparse_vectors or {})
+
+    def _set_sparse(self, point_id, vector):
+        from qdrant_client import models as m
+
+        if vector is None:
+            self._call(self.client.delete_vectors, self.collection, [BM25], points=[point_id], wait=True, retry=True)
+        else:
+            update = [m.PointVectors(id=point_id, vector={BM25: vector})]
+            self._call(self.client.update_vectors, self.collection, update, wait=True, retry=True)
+
+    def _count(self, filter) -> int:
         if not self._exists():
             return 0
-        return self._call(self.client.count, self.collection, count_filter=self._filter(doc_id), exact=True).count
+        return self._call(self.client.count, self.collection, count_filter=filter, exact=True).count
+
+    def count(self, doc_id=None) -> int:
+        return self._count(self._filter(doc_id))
 
     def documents(self) -> dict[str, int]:
         if not self._exists():

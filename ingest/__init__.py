@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
-from core.model import OcrModel
+from core.model import OcrModel, prompt_for
 from core.pages import (
     InputError,
     Limits,
@@ -49,7 +49,8 @@ from core.pages import (
     render_pages,
 )
 from core.store import EdgeStore, PagePoint, PageStore, StoreError, open_store
-from core.tensors import to_numpy
+from core.tensors import to_numpy, to_torch
+from core.text import FROM_DECODER, FROM_PDF, normalize, pdf_page_texts, text_fields
 
 log = logging.getLogger("tokendirect.ingest")
 
@@ -81,6 +82,8 @@ class IngestReport:
     documents_cleaned: list[str] = field(default_factory=list)  # unfinished documents an earlier run left
     failures: list[Failure] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # pages added, by where their text came from: the PDF's text layer, the decoder (--ocr-text), or none
+    text_pages: dict[str, int] = field(default_factory=lambda: {FROM_PDF: 0, FROM_DECODER: 0, "none": 0})
 
     @property
     def ok(self) -> bool:
@@ -122,6 +125,7 @@ class Doc:
     replaces: list[str] = field(default_factory=list)  # older versions stored under the same source
     failed: bool = False
     dropped: bool = False  # failed in the encoder: later pages and markers of it are dropped there
+    texts: list[str] = field(default_factory=list)  # each page's PDF text layer ("" where it has none)
 
 
 def page_payload(page: Page, doc: Doc, n_tokens: int, model: str, ingested_at: str) -> dict[str, Any]:
@@ -140,6 +144,7 @@ def page_payload(page: Page, doc: Doc, n_tokens: int, model: str, ingested_at: s
         # The file as it was read: a later run skips it unhashed while size and mtime still match.
         "file_size": doc.size,
         "file_mtime_ns": doc.mtime_ns,
+        **text_fields(doc.texts[page.page - 1] if doc.texts else None, FROM_PDF),
     }
 
 
@@ -221,8 +226,30 @@ class Ingestor:
         with self.store.window():
             self._finish(run, paths, prune)
         timings["finish_s"] = round(time.perf_counter() - t, 3)
-        for key in ("hash_s", "rasterize_s", "load_s", "encode_s", "store_s"):
+        t = time.perf_counter()
+        self._decode_texts(run.untexted, report)
+        timings["ocr_text_s"] = round(time.perf_counter() - t, 3)
+        for key in ("hash_s", "rasterize_s", "text_s", "load_s", "encode_s", "store_s"):
             timings[key] = round(run.timings.get(key, 0.0), 3)
+
+    def _decode_texts(self, point_ids: list[str], report: IngestReport) -> None:
+        """--ocr-text: pages stored without a text layer get the matched decoder's reading of their stored tokens,
+        so BM25 finds them too. It runs once the pages are safely stored; a run killed here leaves whole pages,
+        only without that text."""
+        prompt = prompt_for("ocr")
+        for pid in point_ids:
+            with self.store.window():
+                point = self.store.get(pid, with_tokens=True)
+            if point is None:
+                continue  # its document failed later in the run and was removed
+            tokens = to_torch(point.tokens, self.model.dtype)
+            text = self.model.generate_from_tokens(tokens, prompt, self.settings.max_new_tokens)
+            if not normalize(text):
+                continue  # nothing readable: the page stays without text
+            with self.store.window():
+                self.store.set_text(pid, text, FROM_DECODER)
+            report.text_pages["none"] -= 1
+            report.text_pages[FROM_DECODER] += 1
 
     def _finish(self, run: "_Run", paths: list, prune: bool) -> None:
         report = run.report
@@ -352,6 +379,7 @@ class _Run:
         self.seen: dict[str, Doc] = {}  # doc_id -> the first file with those bytes this run
         self.bad: dict[str, str] = {}  # doc_id -> why those bytes failed this run
         self.completed: set[str] = set()  # doc ids whose every page is stored, checked this run
+        self.untexted: list[str] = []  # pages stored without a text layer, for --ocr-text
         self.timings: dict[str, float] = {}
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -469,6 +497,11 @@ class _Run:
         doc.stored = set(stored.stored) if stored else set()
         doc.resumed = len(doc.stored)
         todo = [k for k in range(1, doc.pages + 1) if k not in doc.stored]
+        if todo:
+            t_text = time.perf_counter()
+            # one pass over the file for every page's text
+            doc.texts = pdf_page_texts(doc.path, doc.pages, self.settings.raster_timeout)
+            self.add_time("text_s", time.perf_counter() - t_text)
         self._put(self.pages_q, ("start", doc))
         pages = render_pages(doc.path, doc.doc_id, self.settings.pdf_dpi, self.ing.limits, todo, doc.pages)
         while True:
@@ -590,6 +623,11 @@ class _Run:
             _crash_point("after_upsert")
             for doc, number in stored_now:
                 doc.stored.add(number)
+            for point in points:
+                source = point.payload["text_source"]
+                report.text_pages[source or "none"] += 1
+                if source is None and self.settings.ocr_text:
+                    self.untexted.append(point.point_id)
             report.pages_added += len(points)
             self.bar.update(len(points))
         for item in items:

@@ -1,4 +1,5 @@
-"""Search: a text query is rendered to an image, encoded by the pages' own encoder, and ranked by MaxSim.
+"""Search: a text query is rendered to an image, encoded by the pages' own encoder, and ranked by MaxSim; where
+pages have text, BM25 over that text ranks them too, and Qdrant fuses the two rankings (search modes).
 
 Query tokens that carry only blank canvas are dropped before the search: found by content, as the tokens most
 like those the encoder makes of a blank canvas of the query's size (Settings.blank_similarity).
@@ -10,7 +11,7 @@ like those the encoder makes of a blank canvas of the query's size (Settings.bla
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from PIL import Image
 
@@ -18,7 +19,7 @@ from config import Settings
 from core.model import OcrModel
 from core.pooling import keep_mask
 from core.render import render_query
-from core.store import PageStore, open_store
+from core.store import SEARCH_MODES, PageStore, open_store
 from core.tensors import to_numpy
 
 
@@ -28,8 +29,10 @@ class Hit:
     doc_id: str
     source: str
     page: int
-    score: float
-    query_tokens: int  # how many query tokens took part in the MaxSim score (blank-canvas tokens are left out)
+    score: float  # MaxSim (visual, rerank), BM25 (text) or the reciprocal rank fusion score (hybrid)
+    query_tokens: int  # query tokens that took part in MaxSim (blank-canvas tokens are left out; 0 in text mode)
+    mode: str = "visual"
+    signals: list[str] = field(default_factory=list)  # which signals found the page: "visual", "text"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +48,7 @@ class Searcher:
         self.store = store
         self.settings = settings or Settings()
         self.store.bind(self.model.identity, create=False)
+        self._has_text = False
         self._blank: dict[tuple[int, int], object] = {}  # image size -> a blank canvas's tokens
 
     BLANK_SIZES = 16  # blank canvases remembered (rendered queries differ only in height)
@@ -54,17 +58,48 @@ class Searcher:
         s = settings or Settings()
         return cls(OcrModel.from_settings(s), open_store(s), s)
 
+    def default_mode(self) -> str:
+        """hybrid once any page has text that BM25 can find, else visual."""
+        self._has_text = self._has_text or self.store.text_pages() > 0  # pages keep their text once they have it
+        return "hybrid" if self._has_text else "visual"
+
+    def encode_query(self, text: str):
+        """The query's tokens: the text rendered to an image and encoded like a page."""
+        return self.query_tokens(render_query(text, self.settings.query_font_px))
+
     def search(
-        self, text: str, top_k: int | None = None, doc_id: str | None = None, *, exact: bool = False
+        self,
+        text: str,
+        top_k: int | None = None,
+        doc_id: str | None = None,
+        *,
+        mode: str | None = None,
+        exact: bool = False,
+        tokens=None,
     ) -> list[Hit]:
-        return self.search_image(render_query(text, self.settings.query_font_px), top_k, doc_id, exact=exact)
+        """The best pages for `text` by `mode` (visual, text, hybrid or rerank; None: hybrid when the collection
+        has text, else visual). `tokens` may hold the query's tokens from `encode_query`, to encode only once."""
+        mode = mode or self.default_mode()
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
+        if mode != "text" and tokens is None:
+            tokens = self.encode_query(text)
+        if mode == "text":
+            tokens = None
+        points = self.store.search(tokens, top_k or self.settings.top_k, doc_id, exact=exact, text=text, mode=mode)
+        return self._hits(points, tokens, mode)
 
     def search_image(
         self, image: Image.Image, top_k: int | None = None, doc_id: str | None = None, *, exact: bool = False
     ) -> list[Hit]:
-        """`exact=True` ranks every page by exact MaxSim instead of taking the fast path (for comparison)."""
+        """The best pages for an image query, by MaxSim alone. `exact=True` ranks every page by exact MaxSim
+        instead of taking the fast path (for comparison)."""
         tokens = self.query_tokens(image)
         points = self.store.search(tokens, top_k or self.settings.top_k, doc_id, exact=exact)
+        return self._hits(points, tokens, "visual")
+
+    @staticmethod
+    def _hits(points, tokens, mode: str) -> list[Hit]:
         return [
             Hit(
                 point_id=p.point_id,
@@ -72,7 +107,9 @@ class Searcher:
                 source=p.payload["source"],
                 page=int(p.payload["page"]),
                 score=float(p.score),
-                query_tokens=int(tokens.shape[0]),
+                query_tokens=0 if tokens is None else int(tokens.shape[0]),
+                mode=mode,
+                signals=p.signals,
             )
             for p in points
         ]

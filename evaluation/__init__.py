@@ -1,0 +1,261 @@
+"""Retrieval quality on a local labelled set in the ViDoRe (BEIR) layout, every search mode side by side.
+
+    DIR/corpus/        the pages: images (PNG, JPEG, TIFF) and/or PDFs
+    DIR/queries.jsonl  {"query-id": "q01", "query": "..."}                     one line per query
+    DIR/qrels.jsonl    {"query-id": "q01", "corpus-id": "guide.pdf#2", "score": 1}   one line per relevant page
+
+A corpus-id names a file under corpus/ (its path, or its name without extension when that is unique) and, after
+`#`, a page of a PDF or multi-page TIFF (no `#`: page 1). The corpus is ingested into a collection of its own,
+then every query runs in each mode; nDCG@5 uses the qrels' scores as graded gains.
+
+    from evaluation import evaluate
+    report = evaluate("eval-set/", settings)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from config import Settings
+from core.model import OcrModel
+from core.pages import InputError, count_pages, discover, file_digest, point_id
+from core.store import open_store
+from core.text import FROM_DECODER, FROM_PDF
+from ingest import Ingestor
+from search import Searcher
+
+# (label, mode, exact): the visual signal both through its normal query and as exact MaxSim over every page
+RUNS = [
+    ("visual", "visual", False),
+    ("visual-exact", "visual", True),
+    ("text", "text", False),
+    ("hybrid", "hybrid", False),
+    ("rerank", "rerank", False),
+]
+DEPTH = 10  # hits retrieved per query: recall@10 and MRR@10 look this deep
+
+
+@dataclass
+class EvalSet:
+    root: Path
+    corpus: Path
+    queries: dict[str, str]  # query-id -> text
+    qrels: dict[str, dict[str, float]]  # query-id -> {corpus-id: graded relevance > 0}
+    pages: dict[str, tuple[Path, int]]  # corpus-id -> (file, page)
+
+
+@dataclass
+class RunResult:
+    run: str
+    mode: str
+    exact: bool
+    ndcg_at_5: float
+    recall_at_1: float
+    recall_at_5: float
+    recall_at_10: float
+    mrr: float  # MRR@10
+    latency_ms_p50: float  # per query, as a caller waits for it: query encoding (modes that use it) + the search
+    latency_ms_mean: float
+    search_ms_mean: float  # the search alone (Qdrant's query, and BM25 embedding of the query text)
+
+
+@dataclass
+class EvalReport:
+    set: str
+    collection: str
+    model: str
+    queries: int
+    pages: int
+    text_pages: dict[str, int]
+    encode_ms_mean: float  # rendering + encoding one query, part of every latency but text's
+    runs: list[RunResult] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_set(root: str | Path) -> EvalSet:
+    """Read and check a labelled set; any problem is an InputError naming the file and line."""
+    root = Path(root)
+    corpus = root / "corpus"
+    if not corpus.is_dir():
+        raise InputError(f"{root} is not an evaluation set: it has no corpus/ folder (see `tokendirect eval --help`)")
+    files, _ = discover([corpus])
+    if not files:
+        raise InputError(f"{corpus} holds no PDFs or images")
+    queries = {}
+    for where, row in _jsonl(root / "queries.jsonl"):
+        qid, text = _field(row, where, "query-id", "_id"), _field(row, where, "query", "text")
+        queries[str(qid)] = str(text)
+    by_path = {f.relative_to(corpus).as_posix(): f for f in files}
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_stem.setdefault(f.relative_to(corpus).with_suffix("").as_posix(), []).append(f)
+    qrels: dict[str, dict[str, float]] = {}
+    pages: dict[str, tuple[Path, int]] = {}
+    page_counts: dict[Path, int] = {}
+    for where, row in _jsonl(root / "qrels.jsonl"):
+        qid, cid = str(_field(row, where, "query-id")), str(_field(row, where, "corpus-id"))
+        score = float(row.get("score", 1))
+        if qid not in queries:
+            raise InputError(f"{where}: query-id {qid!r} is not in queries.jsonl")
+        if score <= 0:
+            continue
+        name, _, number = cid.partition("#")
+        path = by_path.get(name) or (by_stem.get(name) if len(by_stem.get(name, [])) == 1 else [None])[0]
+        if path is None:
+            raise InputError(f"{where}: corpus-id {cid!r} names no single file under {corpus}")
+        if not re.fullmatch(r"\d*", number):
+            raise InputError(f"{where}: corpus-id {cid!r}: the page after '#' must be a number")
+        page = int(number or 1)
+        if path not in page_counts:
+            page_counts[path] = count_pages(path)
+        if not 1 <= page <= page_counts[path]:
+            raise InputError(f"{where}: corpus-id {cid!r}: {path.name} has {page_counts[path]} pages")
+        qrels.setdefault(qid, {})[cid] = score
+        pages[cid] = (path, page)
+    unjudged = sorted(set(queries) - set(qrels))
+    if unjudged:
+        raise InputError(f"{root / 'qrels.jsonl'}: no relevant page for queries {', '.join(map(repr, unjudged[:5]))}")
+    return EvalSet(root, corpus, queries, qrels, pages)
+
+
+def metrics(ranked: list[str], relevant: dict[str, float]) -> dict[str, float]:
+    """nDCG@5 (graded, linear gain), recall@1/5/10 and MRR@10 of one ranked list of corpus-ids."""
+    dcg = sum(relevant.get(cid, 0.0) / math.log2(i + 2) for i, cid in enumerate(ranked[:5]))
+    ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(relevant.values(), reverse=True)[:5]))
+    first = next((i for i, cid in enumerate(ranked[:DEPTH]) if cid in relevant), None)
+    recall = {k: len(set(ranked[:k]) & set(relevant)) / len(relevant) for k in (1, 5, 10)}
+    return {
+        "ndcg_at_5": dcg / ideal,
+        "recall_at_1": recall[1],
+        "recall_at_5": recall[5],
+        "recall_at_10": recall[10],
+        "mrr": 0.0 if first is None else 1.0 / (first + 1),
+    }
+
+
+def evaluate(root: str | Path, settings: Settings | None = None, collection: str | None = None) -> EvalReport:
+    """Ingest the set's corpus into `collection` (default eval-<folder name>; pages already there are kept, pages
+    of files no longer in the corpus are removed), then run every query in every mode of RUNS."""
+    evalset = load_set(root)
+    s = (settings or Settings()).model_copy(update={"collection": collection or default_collection(evalset.root)})
+    model = OcrModel.from_settings(s)
+    store = open_store(s)
+    try:
+        # prune: pages of files edited or removed since the last run go
+        ingest = Ingestor(model, store, s).ingest([evalset.corpus], prune=True)
+        searcher = Searcher(model, store, s)
+        return _run(evalset, searcher, s.collection, ingest.failures)
+    finally:
+        store.close()
+
+
+def default_collection(root: Path) -> str:
+    return "eval-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", Path(root).resolve().name).strip("-") or "set")
+
+
+def _run(evalset: EvalSet, searcher: Searcher, collection: str, failures) -> EvalReport:
+    store = searcher.store
+    point_to_cid = {point_id(file_digest(path), page): cid for cid, (path, page) in evalset.pages.items()}
+    total, with_text = store.count(), _text_sources(store)
+    report = EvalReport(
+        set=str(evalset.root),
+        collection=collection,
+        model=searcher.model.name,
+        queries=len(evalset.queries),
+        pages=total,
+        text_pages={**with_text, "none": total - sum(with_text.values())},
+        encode_ms_mean=0.0,
+        failures=[asdict(f) for f in failures],
+    )
+    searcher.search("warm up", DEPTH, mode="visual")  # first-call costs (kernels, caches) stay out of the timings
+    scores = {label: [] for label, _, _ in RUNS}
+    times = {label: [] for label, _, _ in RUNS}
+    search_times = {label: [] for label, _, _ in RUNS}
+    encode_times = []
+    for qid, text in evalset.queries.items():
+        started = time.perf_counter()
+        tokens = searcher.encode_query(text)
+        encode_s = time.perf_counter() - started
+        encode_times.append(encode_s)
+        for label, mode, exact in RUNS:
+            started = time.perf_counter()
+            hits = searcher.search(text, DEPTH, mode=mode, exact=exact, tokens=tokens)
+            search_times[label].append(time.perf_counter() - started)
+            times[label].append(search_times[label][-1] + (0.0 if mode == "text" else encode_s))
+            # a page outside the qrels (judged or not) counts as not relevant
+            ranked = [point_to_cid.get(h.point_id, h.point_id) for h in hits]
+            scores[label].append(metrics(ranked, evalset.qrels[qid]))
+    report.encode_ms_mean = round(1000 * statistics.fmean(encode_times), 1)
+    for label, mode, exact in RUNS:
+        mean = {k: round(statistics.fmean(m[k] for m in scores[label]), 4) for k in scores[label][0]}
+        ms = [1000 * t for t in times[label]]
+        report.runs.append(RunResult(
+            label, mode, exact, **mean, latency_ms_p50=round(statistics.median(ms), 1),
+            latency_ms_mean=round(statistics.fmean(ms), 1),
+            search_ms_mean=round(1000 * statistics.fmean(search_times[label]), 2),
+        ))
+    return report
+
+
+def _text_sources(store) -> dict[str, int]:
+    counts = {FROM_PDF: 0, FROM_DECODER: 0}
+    for batch in store.scroll(batch_size=256, with_tokens=False):
+        for p in batch:
+            if p.payload.get("text_source") in counts:
+                counts[p.payload["text_source"]] += 1
+    return counts
+
+
+def format_report(report: EvalReport) -> str:
+    t = report.text_pages
+    lines = [
+        f"set {report.set}: {report.queries} queries, {report.pages} pages ({t[FROM_PDF]} with a PDF text layer, "
+        f"{t[FROM_DECODER]} with decoded text, {t['none']} without text)",
+        f"collection {report.collection!r}, model {report.model}; query encoding {report.encode_ms_mean:.0f} ms",
+        "",
+        f"{'run':<14}{'nDCG@5':>8}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MRR':>8}{'p50 ms':>10}{'mean ms':>10}"
+        f"{'search ms':>11}",
+    ]
+    for r in report.runs:
+        lines.append(
+            f"{r.run:<14}{r.ndcg_at_5:>8.3f}{r.recall_at_1:>8.3f}{r.recall_at_5:>8.3f}{r.recall_at_10:>8.3f}"
+            f"{r.mrr:>8.3f}{r.latency_ms_p50:>10.1f}{r.latency_ms_mean:>10.1f}{r.search_ms_mean:>11.2f}"
+        )
+    lines += [f"failed: {f['path']}: {f['reason']}" for f in report.failures]
+    return "\n".join(lines)
+
+
+def _jsonl(path: Path):
+    if not path.is_file():
+        raise InputError(f"{path} is missing (see `tokendirect eval --help` for the layout)")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {number}"
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{where}: not a JSON object")
+            yield where, row
+
+
+def _field(row: dict, where: str, *names: str):
+    for name in names:
+        if row.get(name) not in (None, ""):
+            return row[name]
+    raise InputError(f"{where}: no {names[0]!r}")
+
+
+__all__ = ["evaluate", "load_set", "metrics", "format_report", "EvalReport", "EvalSet", "RunResult", "RUNS"]
