@@ -590,6 +590,8 @@ class EdgeStore(PageStore):
             lock.acquire(self.wait)
         except LockBusyError as exc:
             raise StoreError(self._busy(exc.holder)) from None
+        except OSError as exc:  # a read-only data directory, for one
+            raise StoreError(f"cannot open the embedded store {self.path}: {self.lock_path}: {exc.strerror}") from None
         if lock.stale:
             log.info("took over the embedded store from %s, which no longer runs", lock.stale.describe())
         try:
