@@ -65,11 +65,16 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    @property
+    def want_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".want")
+
     def acquire(self, wait: float = 0.0) -> "FileLock":
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this lock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        want = None
         start = time.monotonic()
         try:
             while True:
@@ -79,6 +84,8 @@ class FileLock:
                 except BlockingIOError:
                     if time.monotonic() - start >= wait:
                         raise LockBusyError(f"{self.path} is held", read_holder(self.path)) from None
+                    if want is None and wait > 0:
+                        want = _announce(self.want_path)  # lets a holder that could keep the lock see us
                     time.sleep(POLL_S)
             self.waited_s = time.monotonic() - start
             # We hold the lock, so whoever the file still names is gone (killed, or it crashed).
@@ -89,8 +96,25 @@ class FileLock:
         except BaseException:
             os.close(fd)
             raise
+        finally:
+            if want is not None:
+                os.close(want)
         self._fd = fd
         return self
+
+    def wanted(self) -> bool:
+        """Whether another process is waiting for this lock (it holds a shared lock on the `.want` file)."""
+        try:
+            fd = os.open(self.want_path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # drops the probe's lock, if it got one
 
     def release(self) -> None:
         if self._fd is None:
@@ -108,6 +132,20 @@ class FileLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _announce(path: Path) -> int | None:
+    """A shared lock on `path`, held while waiting: waiters announce themselves without excluding each other."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # a holder probing at this instant: announce on the next try
+        os.close(fd)
+        return None
+    return fd
 
 
 def read_holder(path: str | Path) -> Holder | None:

@@ -115,7 +115,8 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]
                     st = path.stat()
                     key = (st.st_dev, st.st_ino)
                     if key in ancestors:
-                        failures.append((display_path(path), f"folder loop: links back to {display_path(path.resolve())}"))
+                        target = display_path(path.resolve())
+                        failures.append((display_path(path), f"folder loop: links back to {target}"))
                     elif key not in walked:  # a folder reached by two links is walked once
                         walked.add(key)
                         walk(path, ancestors | {key})

@@ -550,6 +550,9 @@ class EdgeStore(PageStore):
         self._shard = None
         self._depth = 0  # open windows; the shard is given back when the outermost one closes
         self.waited_s = 0.0  # how long the last open waited for another process
+        # Keep the shard after a window while no other process waits for it (opening costs about a second);
+        # the holder then calls `yield_if_wanted()` whenever it pauses.
+        self.keep_open = False
 
     @property
     def lock_path(self) -> Path:
@@ -564,6 +567,16 @@ class EdgeStore(PageStore):
     def window(self):
         return _Window(self)
 
+    def wanted(self) -> bool:
+        """Whether another process waits for the shard this store holds."""
+        lock = _LOCKS.get(id(self._shard)) if self._shard is not None else None
+        return lock is not None and lock.wanted()
+
+    def yield_if_wanted(self) -> None:
+        """Give the shard back, outside any window, when another process waits for it."""
+        if self._depth == 0 and self.wanted():
+            self.close()
+
     def _load(self):
         import qdrant_edge as q
 
@@ -577,6 +590,8 @@ class EdgeStore(PageStore):
             lock.acquire(self.wait)
         except LockBusyError as exc:
             raise StoreError(self._busy(exc.holder)) from None
+        except OSError as exc:  # a read-only data directory, for one
+            raise StoreError(f"cannot open the embedded store {self.path}: {self.lock_path}: {exc.strerror}") from None
         if lock.stale:
             log.info("took over the embedded store from %s, which no longer runs", lock.stale.describe())
         try:
@@ -866,7 +881,7 @@ class _Window:
 
     def __exit__(self, *exc) -> None:
         self.store._depth -= 1
-        if self.store._depth == 0:
+        if self.store._depth == 0 and (not self.store.keep_open or self.store.wanted()):
             self.store.close()
 
 

@@ -37,13 +37,24 @@ from tqdm import tqdm
 from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
 from core.model import OcrModel, prompt_for
-from core.pages import InputError, Limits, Page, count_pages, discover, display_path, file_digest, point_id, render_pages
+from core.pages import (
+    InputError,
+    Limits,
+    Page,
+    count_pages,
+    discover,
+    display_path,
+    file_digest,
+    point_id,
+    render_pages,
+)
 from core.store import EdgeStore, PagePoint, PageStore, StoreError, open_store
 from core.tensors import to_numpy, to_torch
 from core.text import FROM_DECODER, FROM_PDF, normalize, pdf_page_texts, text_fields
 
 log = logging.getLogger("tokendirect.ingest")
 
+INGEST_STORE_WAIT = 600.0  # seconds ingest waits for the embedded shard between its batches
 RUN_LOG = "ingest-runs.jsonl"  # under DATA_DIR: one JSON line per run, for schedulers and people
 # Test hook: "STAGE:N" kills this process with SIGKILL the N-th time it reaches STAGE (see _crash_point).
 CRASH_ENV = "TOKENDIRECT_CRASH_AT"
@@ -144,6 +155,9 @@ class Ingestor:
         self.settings = settings or Settings()
         self.limits = Limits.from_settings(self.settings)
         self._bound = False
+        if isinstance(store, EdgeStore):
+            # A background job can afford to queue behind a long decode; a search should not wait that long.
+            store.wait = max(store.wait, INGEST_STORE_WAIT)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Ingestor":
@@ -182,6 +196,8 @@ class Ingestor:
             status, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if isinstance(self.store, EdgeStore):
+                self.store.close()  # whatever happened, other processes get the shard back now
             report.timings["wall_s"] = round(time.perf_counter() - t0, 3)
             self._log_run(paths, report, started, status, error)
 
@@ -238,7 +254,8 @@ class Ingestor:
     def _finish(self, run: "_Run", paths: list, prune: bool) -> None:
         report = run.report
         roots = [display_path(Path(p).resolve()) for p in paths if Path(p).exists()]
-        current = {doc.source: doc.doc_id for doc in run.docs if doc.doc_id and not doc.failed}
+        found = {doc.source: doc for doc in run.docs if doc.doc_id and not doc.failed}
+        current = {source: doc.doc_id for source, doc in found.items()}
         present = {doc.source for doc in run.docs}  # seen this run, even if it failed: not gone
         for d in run.catalog.values():
             if d.doc_id in run.completed:
@@ -246,6 +263,12 @@ class Ingestor:
             if not d.complete:
                 self._delete(report, d.doc_id, len(d.stored))
                 report.documents_cleaned.append(d.source)
+                continue
+            same = found.get(d.source)
+            if same is not None and same.doc_id == d.doc_id and (same.size, same.mtime_ns) != (
+                d.file_size, d.file_mtime_ns
+            ):
+                self._move(d, same)  # same bytes, new mtime (touched, copied): record it so the next run need not hash
                 continue
             superseded = d.source in current and current[d.source] != d.doc_id
             gone = d.source not in present and not os.path.exists(d.source)
@@ -403,14 +426,17 @@ class _Run:
                 continue
         return False
 
-    def _get(self, q: queue.Queue, timeout: float | None = None):
-        """The next item; None after `timeout` seconds with nothing (or when the run stops)."""
+    def _get(self, q: queue.Queue, timeout: float | None = None, idle=None):
+        """The next item; None after `timeout` seconds with nothing (or when the run stops). `idle` is called
+        every 0.1 s of waiting."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.stop.is_set():
             step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
             try:
                 return q.get(timeout=step)
             except queue.Empty:
+                if idle is not None:
+                    idle()
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
         return None
@@ -552,8 +578,19 @@ class _Run:
     # -- store writer --------------------------------------------------------------------------------------------
 
     def _write(self) -> None:
+        store = self.ing.store
+        keep = getattr(store, "keep_open", None)
+        if keep is not None:
+            store.keep_open = True  # hold the shard between batches until another process asks for it
+        try:
+            self._write_batches()
+        finally:
+            if keep is not None:
+                store.keep_open = keep  # the tidying window at the end of the run gives the shard back
+
+    def _write_batches(self) -> None:
         while True:
-            items = self._get(self.store_q)
+            items = self._get(self.store_q, idle=getattr(self.ing.store, "yield_if_wanted", None))
             if items is None or items is _END:
                 return
             t = time.perf_counter()
@@ -605,9 +642,8 @@ class _Run:
                     self._fail(doc, "not every page was stored")
             elif kind == "skip":
                 report.pages_skipped += doc.pages
-                report.documents_skipped.append(doc.name)
-                if doc.replaces:  # a new version stored by an interrupted run: finish the update
-                    report.documents_updated.append(doc.name)
+                # With older versions under this path, an interrupted run stored the new one: the update ends now.
+                (report.documents_updated if doc.replaces else report.documents_skipped).append(doc.name)
             elif kind == "fail":
                 self._fail(doc, item[2])
 

@@ -54,3 +54,15 @@ def test_an_empty_file_is_refused(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(InputError, match="empty file"):
         count_pages(tmp_path / "empty.png")
+
+
+def test_a_rasterizer_that_takes_too_long_fails_the_file_with_the_setting_named(tmp_path):
+    from core.pages import Limits
+
+    pdf = write_pdf(tmp_path / "slow.pdf", [["one"], ["two"]])
+    hurried = Limits(raster_timeout=0.001)
+    with pytest.raises(InputError, match=r"reading the PDF timed out after 0.001 s \(TOKENDIRECT_RASTER_TIMEOUT\)"):
+        count_pages(pdf, hurried)
+    with pytest.raises(InputError, match=r"rasterizing pages 1-2 timed out after 0.001 s"):
+        list(render_pages(pdf, "doc", limits=hurried, n=2))
+    assert len(list(render_pages(pdf, "doc"))) == 2  # with the default limit the same file is fine

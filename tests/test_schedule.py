@@ -18,8 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from core.pages import count_pages, file_digest, point_id
 from core.store import EdgeStore
 from ingest import CRASH_ENV, RUN_LOG, Ingestor
@@ -129,7 +127,14 @@ def test_killed_after_a_write_is_completed_by_the_next_run_then_moves_and_prunes
     after = stored(data)
     assert after.keys() == expected_ids(folder)
     assert {Path(p["source"]).name for p in after.values()} == {"a.pdf", "c-moved.tiff"}
-    assert len((data / RUN_LOG).read_text().splitlines()) == 3
+
+    # Touched, same bytes: nothing is stored again, and the new mtime is recorded so the next run skips it unread.
+    os.utime(folder / "a.pdf", ns=(1_000_000_000, 1_000_000_000))
+    report = ingest(settings, folder)
+    assert report["pages_added"] == 0
+    assert report["documents_skipped"] == [str(folder / "a.pdf"), str(folder / "c-moved.tiff")]
+    assert {p["file_mtime_ns"] for p in stored(data).values() if Path(p["source"]).name == "a.pdf"} == {1_000_000_000}
+    assert len((data / RUN_LOG).read_text().splitlines()) == 4
 
 
 def test_unfinished_document_of_a_changed_file_is_removed_and_updates_never_leave_a_gap(
@@ -294,3 +299,38 @@ def test_odd_names_are_stored_and_unreadable_files_named(tmp_path, settings):
         assert report["pages_added"] == 0 and report["pages_skipped"] == 2 and report["documents_pruned"] == []
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_holder_that_keeps_the_shard_gives_it_up_when_asked(tmp_path):
+    """Ingest keeps the shard between batches (opening it costs about a second), but only until another process
+    announces that it waits: then it closes it at its next pause."""
+    from core.model import ModelIdentity
+
+    path = tmp_path / "qdrant" / "pages"
+    store = EdgeStore(path, "pages")
+    store.bind(ModelIdentity("m", "r", 8))
+    store.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from core.store import EdgeStore\n"
+            f"s = EdgeStore({str(path)!r}, 'pages'); s.keep_open = True\n"
+            "with s.window(): s.count()\n"
+            "print('holding', flush=True)\n"
+            "end = time.monotonic() + 30\n"
+            "while s._shard is not None and time.monotonic() < end:\n"
+            "    s.yield_if_wanted(); time.sleep(0.1)\n"
+            "print('yielded' if s._shard is None else 'kept', flush=True)\n"
+        )],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        waiter = EdgeStore(path, "pages", wait=20)
+        assert waiter.count() == 0
+        waiter.close()
+        assert waiter.waited_s < 5
+        assert holder.stdout.readline().strip() == "yielded"
+    finally:
+        holder.kill()
+        holder.wait()
