@@ -244,6 +244,11 @@ def demo() -> None:
     raise typer.Exit(run_demo(_settings()))
 
 
+from cli.bench import register as _register_bench  # noqa: E402
+
+_register_bench(app, clean_errors, _settings, _emit)
+
+
 def main() -> None:
     app(prog_name="tokendirect")
 

@@ -97,8 +97,8 @@ def muvera_fde(
         planes = rng.standard_normal((dim, bits)).astype(np.float32)
         projection = rng.choice([-1.0, 1.0], size=(dim, proj)).astype(np.float32) / math.sqrt(proj)
         codes = (x @ planes > 0).astype(np.int64) @ (1 << np.arange(bits))
-        buckets = np.zeros((1 << bits, dim), dtype=np.float32)
-        np.add.at(buckets, codes, x)
+        members = (codes[None, :] == np.arange(1 << bits)[:, None]).astype(np.float32)
+        buckets = members @ x
         counts = np.bincount(codes, minlength=1 << bits)
         if not query:
             buckets[counts > 0] /= counts[counts > 0, None]
