@@ -192,7 +192,7 @@ def estimated_ram_bytes(store: PageStore, tokens: int, dim: int) -> int:
     """What the fast path keeps in RAM per page, from the layout (for engines whose files cannot be read)."""
     layout = store.layout
     pooled = pooled_count(tokens, layout.pool_size) * (dim + 4 if layout.pooled_quantization else 2 * dim)
-    return 2 * dim + 2 * layout.hnsw_m * 4 + pooled
+    return 2 * layout.dense_size(dim) + 2 * layout.hnsw_m * 4 + pooled
 
 
 @dataclass
@@ -221,6 +221,7 @@ class SearchBench:
     prefetch_pooled: int
     pooling: str
     pool_size: int
+    first_stage: str
     source: str
 
     def to_dict(self) -> dict:
@@ -296,6 +297,7 @@ def measure(
         prefetch_pooled=layout.prefetch_pooled,
         pooling=layout.pooling,
         pool_size=layout.pool_size,
+        first_stage=layout.first_stage,
         source=source,
     )
 
@@ -319,8 +321,10 @@ def synthetic_bench(
     root = Path(tempfile.mkdtemp(prefix="tokendirect-bench-")) if temporary else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / "bench.json"
-    about = {"spec": asdict(spec), "layout": {k: getattr(settings, k) for k in ("pooling", "pool_size",
-                                                                                 "pooled_quantization", "hnsw_m")}}
+    fixed = ("pooling", "pool_size", "pooled_quantization", "hnsw_m")
+    about = {"spec": asdict(spec), "layout": {k: getattr(settings, k) for k in fixed}}
+    if settings.first_stage != "mean":
+        about["layout"]["first_stage"] = settings.first_stage
     bench_settings = settings.model_copy(
         update={"data_dir": root, "qdrant_url": None, "collection": "bench-synthetic"}
     )

@@ -7,7 +7,7 @@ row/column pooling of Qdrant's ColPali recipe does not apply. Two poolings that 
   they sit, so the pooled set spends its vectors on content.
 - `window`: means of consecutive runs of tokens along the sequence.
 `dense_vector` is the single vector per page for the HNSW first stage: the normalised mean of the unit tokens.
-`muvera_fde` (MUVERA fixed-dimensional encoding) is kept for comparing first stages (see README).
+`muvera_fde` (MUVERA fixed-dimensional encoding) is the other first stage on offer (Settings.first_stage).
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ def keep_mask(tokens: np.ndarray, reference: np.ndarray, similarity: float) -> n
     likeness = unit_length(tokens) @ unit_length(reference).T
     keep = likeness.max(axis=1) < similarity
     return keep if keep.any() else np.ones(len(keep), dtype=bool)
+
+
+def muvera_size(reps: int = 10, bits: int = 4, proj: int = 16) -> int:
+    return reps * (1 << bits) * proj
 
 
 def muvera_fde(
