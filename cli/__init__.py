@@ -304,9 +304,9 @@ def demo() -> None:
     raise typer.Exit(run_demo(_settings()))
 
 
-from cli import bench as _bench  # noqa: E402 - the sub-app's commands use the helpers above
+from cli.bench import register as _register_bench  # noqa: E402
 
-app.add_typer(_bench.app, name="bench")
+_register_bench(app, clean_errors, _settings, _emit)
 
 
 def main() -> None:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     pool_size: int = Field(8, ge=1, description="Tokens per pooled vector, on average (257 tokens -> 33 vectors).")
     pooled_quantization: bool = Field(True, description="Keep the pooled vectors in RAM as int8 (scalar quantization).")
     hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of the dense first-stage index.")
+    first_stage: Literal["mean", "muvera"] = Field(
+        "mean", description="The first stage's vector per page: the mean of its unit tokens, or a MUVERA encoding."
+    )
     blank_similarity: float = Field(
         0.9, ge=0.0, le=1.0,
         description="Query tokens at least this alike (cosine) to a blank canvas's tokens are dropped; 1 keeps all.",

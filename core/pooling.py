@@ -7,7 +7,7 @@ row/column pooling of Qdrant's ColPali recipe does not apply. Two poolings that 
   they sit, so the pooled set spends its vectors on content.
 - `window`: means of consecutive runs of tokens along the sequence.
 `dense_vector` is the single vector per page for the HNSW first stage: the normalised mean of the unit tokens.
-`muvera_fde` (MUVERA fixed-dimensional encoding) is kept for comparing first stages (see README).
+`muvera_fde` (MUVERA fixed-dimensional encoding) is the other first stage on offer (Settings.first_stage).
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ def keep_mask(tokens: np.ndarray, reference: np.ndarray, similarity: float) -> n
     return keep if keep.any() else np.ones(len(keep), dtype=bool)
 
 
+def muvera_size(reps: int = 10, bits: int = 4, proj: int = 16) -> int:
+    return reps * (1 << bits) * proj
+
+
 def muvera_fde(
     tokens: np.ndarray, *, query: bool, reps: int = 10, bits: int = 4, proj: int = 16, seed: int = 0
 ) -> np.ndarray:
@@ -97,8 +101,8 @@ def muvera_fde(
         planes = rng.standard_normal((dim, bits)).astype(np.float32)
         projection = rng.choice([-1.0, 1.0], size=(dim, proj)).astype(np.float32) / math.sqrt(proj)
         codes = (x @ planes > 0).astype(np.int64) @ (1 << np.arange(bits))
-        buckets = np.zeros((1 << bits, dim), dtype=np.float32)
-        np.add.at(buckets, codes, x)
+        members = (codes[None, :] == np.arange(1 << bits)[:, None]).astype(np.float32)
+        buckets = members @ x
         counts = np.bincount(codes, minlength=1 << bits)
         if not query:
             buckets[counts > 0] /= counts[counts > 0, None]

@@ -36,7 +36,7 @@ import numpy as np
 from config import Settings
 from core.locks import FileLock, LockBusyError, command_line
 from core.model import ModelIdentity
-from core.pooling import dense_vector, pool_tokens
+from core.pooling import dense_vector, muvera_fde, muvera_size, pool_tokens
 from core.text import SparseVector, embed_document, embed_query, text_fields
 
 TOKENS = "tokens"  # the exact token set, as the decoder consumes it
@@ -103,12 +103,25 @@ class SearchLayout:
     hnsw_m: int = 16
     prefetch_dense: int = 200
     prefetch_pooled: int = 40
+    first_stage: str = "mean"
 
-    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m")
+    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage")
 
     @classmethod
     def from_settings(cls, s: Settings) -> "SearchLayout":
-        return cls(s.pooling, s.pool_size, s.pooled_quantization, s.hnsw_m, s.prefetch_dense, s.prefetch_pooled)
+        return cls(s.pooling, s.pool_size, s.pooled_quantization, s.hnsw_m, s.prefetch_dense, s.prefetch_pooled,
+                   s.first_stage)
+
+    @property
+    def muvera(self) -> bool:
+        return self.first_stage == "muvera"
+
+    def dense_size(self, dim: int) -> int:
+        return muvera_size() if self.muvera else dim
+
+    def dense_query(self, tokens: np.ndarray) -> list[float]:
+        """The first stage's query vector: the query's mean vector, or its MUVERA encoding (a sum, not a mean)."""
+        return (muvera_fde(tokens, query=True) if self.muvera else dense_vector(tokens)).tolist()
 
     def built(self) -> dict:
         return {k: getattr(self, k) for k in self.BUILT}
@@ -122,7 +135,7 @@ class SearchLayout:
         """The fast path's vectors of one page, from its exact tokens."""
         return {
             POOLED: pool_tokens(tokens, self.pool_size, self.pooling).astype(np.float16),
-            DENSE: dense_vector(tokens).astype(np.float16),
+            DENSE: (muvera_fde(tokens, query=False) if self.muvera else dense_vector(tokens)).astype(np.float16),
         }
 
 
@@ -206,7 +219,8 @@ class PageStore(ABC):
         """Take the derivation the collection was built with from its record."""
         self._fast = int(record.get("schema", 1)) >= FAST_SCHEMA and "layout" in record
         if self._fast:
-            self.layout = replace(self.layout, **{k: record["layout"][k] for k in SearchLayout.BUILT})
+            built = {k: record["layout"][k] for k in SearchLayout.BUILT if k in record["layout"]}
+            self.layout = replace(self.layout, **{"first_stage": "mean", **built})
         else:
             log.warning("collection %r was made before the fast search path: every search runs exact MaxSim "
                         "(export and import it into a new collection to add the fast path)", self.collection)
@@ -649,8 +663,8 @@ class EdgeStore(PageStore):
             # quantized: the int8 copy is pinned in RAM and the float16 originals stay on disk, never read by search
             POOLED: multivector(q.Memory.Cold, int8) if layout.pooled_quantization else multivector(q.Memory.Pinned),
             DENSE: q.EdgeVectorParams(
-                size=dim,
-                distance=q.Distance.Cosine,
+                size=layout.dense_size(dim),
+                distance=q.Distance.Dot if layout.muvera else q.Distance.Cosine,
                 datatype=q.VectorStorageDatatype.Float16,
                 hnsw_config=q.HnswIndexConfig(m=layout.hnsw_m, ef_construct=100, full_scan_threshold=10,
                                               memory=q.Memory.Pinned),
@@ -740,7 +754,7 @@ class EdgeStore(PageStore):
             dense_limit, pooled_limit = self.layout.limits(limit)
             dense = q.Prefetch(
                 limit=dense_limit,
-                query=q.Query.Nearest(dense_vector(tokens).tolist(), using=DENSE),
+                query=q.Query.Nearest(self.layout.dense_query(tokens), using=DENSE),
                 filter=self._filter(doc_id),
                 params=q.SearchParams(hnsw_ef=dense_limit),
             )
@@ -1023,8 +1037,8 @@ class ClientStore(PageStore):
             UNIT: multivector(True),
             POOLED: multivector(True, int8) if quantized else multivector(False),
             DENSE: m.VectorParams(
-                size=dim,
-                distance=m.Distance.COSINE,
+                size=self.layout.dense_size(dim),
+                distance=m.Distance.DOT if self.layout.muvera else m.Distance.COSINE,
                 datatype=m.Datatype.FLOAT16,
                 hnsw_config=m.HnswConfigDiff(m=self.layout.hnsw_m, ef_construct=100),
                 on_disk=False,
@@ -1112,7 +1126,7 @@ class ClientStore(PageStore):
         if fast:  # the same three stages as EdgeStore._visual_part
             dense_limit, pooled_limit = self.layout.limits(limit)
             dense = m.Prefetch(
-                query=dense_vector(tokens).tolist(),
+                query=self.layout.dense_query(tokens),
                 using=DENSE,
                 limit=dense_limit,
                 filter=self._filter(doc_id),

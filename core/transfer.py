@@ -6,7 +6,8 @@ The file is a zip:
     points/NNNNNN.f16     the same batch's tokens as little-endian float16, rows of all its pages in order
     manifest.json         written last: point and batch counts and a digest over every page's digest
 Tokens are kept as the store keeps them (float16 plus the patch of values float16 cannot hold), so they come back
-bit for bit; the `unit` vectors are derived from them again on import. Export and import hold one batch at a time.
+bit for bit; the search vectors (`unit`, `pooled`, `dense`) are derived from them again on import, with the
+target's layout. Export and import hold one batch at a time.
 """
 
 from __future__ import annotations

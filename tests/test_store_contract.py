@@ -276,12 +276,15 @@ def topic_pages(count: int = 60, rows: int = 24, seed: int = 3) -> list[PagePoin
     return pages
 
 
-def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine):
+@pytest.mark.parametrize("first_stage", ["mean", "muvera"])
+def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_stage):
     pages = topic_pages()
     rng = np.random.default_rng(11)
     # shallow prefetch (half, then a fifth of the pages): the first two stages do the choosing; 8 pooled vectors a page
-    with open_store(engine.model_copy(update={"prefetch_dense": 30, "prefetch_pooled": 12, "pool_size": 3})) as store:
+    shallow = {"prefetch_dense": 30, "prefetch_pooled": 12, "pool_size": 3, "first_stage": first_stage}
+    with open_store(engine.model_copy(update=shallow)) as store:
         store.bind(WIDE)
+        assert store.record()["layout"]["first_stage"] == first_stage
         store.upsert(pages)
         store.optimize()
         for i in range(0, len(pages), 5):

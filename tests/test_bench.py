@@ -1,0 +1,52 @@
+"""`tokendirect bench search`: a small synthetic run reports every figure, with sane values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from core.bench import SyntheticPages, SyntheticSpec, bfloat16_values
+from core.pooling import maxsim
+from core.store import to_storage
+
+from .test_cli import cli_env, run_cli
+
+KEYS = {"pages", "recall_at_10", "fast_p50_ms", "exact_p50_ms", "scan_p50_ms", "speedup_vs_exact",
+        "ram_bytes_per_page", "disk_bytes_per_page"}
+
+
+def test_synthetic_pages_have_the_documented_structure():
+    spec = SyntheticSpec(tokens=40, dim=256)
+    synth = SyntheticPages(spec)
+    page = synth.page(3)
+    assert page.shape == (40, 256) and np.allclose(np.linalg.norm(page, axis=1), 1, atol=1e-2)
+    assert np.array_equal(page, synth.page(3)) and np.array_equal(page, bfloat16_values(page))
+    assert not to_storage(page).patch or len(to_storage(page).patch["i"]) < 0.01 * page.size  # float16 holds it
+    query = synth.query(3, 0)
+    assert query.shape == (20, 256)
+    scores = [maxsim(query, synth.page(i)) for i in range(30)]
+    ranked = list(np.argsort(scores)[::-1])
+    assert ranked[0] == 3 and set(ranked[:10]) == set(range(10))  # the page, then its topic
+
+
+def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
+    # the real shape is 257 x 1280; a smaller one keeps the test quick
+    args = ["--pages", "60", "--queries", "4", "--tokens", "64", "--dim", "256", "--json", "--plot", tmp_path / "b.png"]
+    proc = run_cli(["bench", "search", *args], cli_env(tiny_model_dir, tmp_path / "data"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert KEYS <= data.keys() and data["pages"] == 60 and data["token_bytes_per_page"] == 64 * 256 * 2
+    assert data["recall_at_10"] == 1.0  # 60 pages fit in the prefetch: the fast path sees them all
+    assert all(data[k] > 0 for k in ("fast_p50_ms", "exact_p50_ms", "scan_p50_ms", "speedup_vs_exact"))
+    assert data["exact_gap_10_11"] > 1  # a topic's 10 pages stand clear of the rest
+    # the search data in RAM is a small part of the token set; disk holds the token set twice (tokens, unit)
+    assert 0 < data["ram_bytes_per_page"] < data["token_bytes_per_page"] / 10
+    assert data["disk_bytes_per_page"] > 2 * data["token_bytes_per_page"]
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory
+
+
+def test_bench_search_rejects_bad_sizes(tmp_path, tiny_model_dir):
+    proc = run_cli(["bench", "search", "--pages", "ten"], cli_env(tiny_model_dir, tmp_path / "data"), tmp_path)
+    assert proc.returncode == 2 and "--pages" in proc.stderr
