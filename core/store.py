@@ -253,7 +253,8 @@ class PageStore(ABC):
     def upsert(self, points: list[PagePoint]) -> None:
         """Store pages from their exact tokens; every other vector of a page is derived here."""
         ready = []
-        fast = bool(points) and self.has_fast_path()
+        # Writers bind first, which reads the record; a store never bound writes the current layout.
+        fast = self._fast is not False
         for p in points:
             form = to_storage(p.tokens)
             payload = dict(p.payload)
