@@ -91,7 +91,7 @@ class SearchLayout:
     pooled_quantization: bool = True
     hnsw_m: int = 16
     prefetch_dense: int = 200
-    prefetch_pooled: int = 40
+    prefetch_pooled: int = 30
     first_stage: str = "mean"
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage")
