@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         200, ge=1, description="Pages the first stage (HNSW over one dense vector per page) hands to the pooled stage."
     )
     prefetch_pooled: int = Field(
-        40, ge=1, description="Pages the pooled MaxSim stage hands to the exact MaxSim stage (at least top_k)."
+        30, ge=1, description="Pages the pooled MaxSim stage hands to the exact MaxSim stage (at least top_k)."
     )
     pooling: Literal["cluster", "window"] = Field(
         "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."

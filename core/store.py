@@ -102,7 +102,7 @@ class SearchLayout:
     pooled_quantization: bool = True
     hnsw_m: int = 16
     prefetch_dense: int = 200
-    prefetch_pooled: int = 40
+    prefetch_pooled: int = 30
     first_stage: str = "mean"
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage")
@@ -264,7 +264,8 @@ class PageStore(ABC):
     def upsert(self, points: list[PagePoint]) -> None:
         """Store pages from their exact tokens; every other vector of a page is derived here."""
         ready = []
-        fast = bool(points) and self.has_fast_path()
+        # Writers bind first, which reads the record; a store never bound writes the current layout.
+        fast = self._fast is not False
         indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
         for p in points:
             form = to_storage(p.tokens)

@@ -225,6 +225,8 @@ class Ingestor:
         t = time.perf_counter()
         with self.store.window():
             self._finish(run, paths, prune)
+            if report.pages_added:
+                self.store.optimize()  # the embedded engine builds the first stage's HNSW index only when asked
         timings["finish_s"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         self._decode_texts(run.untexted, report)

@@ -213,7 +213,6 @@ def rest_store(url: str, attempts: int = 4) -> ClientStore:
     client = QdrantClient(url=url, prefer_grpc=False, timeout=5, check_compatibility=False)
     store = ClientStore(client, "pages", url, timeout=5)
     store.retry_attempts, store.retry_delay = attempts, 0.05
-    store._fast = False  # the collection's layout is known, as after bind(): writes go straight to the server
     return store
 
 
@@ -252,7 +251,6 @@ def test_a_write_that_cannot_reach_grpc_is_retried_then_reported():
                               check_compatibility=False)
         store = ClientStore(client, "pages", "http://127.0.0.1:1", timeout=5, grpc_port=server.port)
         store.retry_attempts, store.retry_delay = 3, 0.01
-        store._fast = False  # layout known, as after bind()
         with pytest.raises(StoreError, match=r"over gRPC .*\(3 attempts\)"):
             store.upsert([a_page()])
     assert server.calls == 3
