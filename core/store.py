@@ -175,6 +175,10 @@ class PageStore(ABC):
     collection: str
     layout: SearchLayout = SearchLayout()
     _fast: bool | None = None  # whether the collection has the fast path's vectors; None: not read yet
+    _bm25_known: bool = False  # the collection has the `bm25` vector (only "yes" is kept: it never goes away)
+    # Sharing with other processes (the embedded shard): a writer may keep the store between windows and give it
+    # back when another process asks. A server needs neither, so here they do nothing.
+    keep_open: bool = False
 
     # -- collection record -----------------------------------------------------------------------------------
 
@@ -322,7 +326,7 @@ class PageStore(ABC):
 
     def has_text_index(self) -> bool:
         """Whether the collection has the `bm25` vector (collections made before text search do not)."""
-        if not getattr(self, "_bm25_known", False):  # only "yes" is kept: every collection made now has it
+        if not self._bm25_known:
             self._bm25_known = self._exists() and self._has_sparse(BM25)
         return self._bm25_known
 
@@ -430,6 +434,9 @@ class PageStore(ABC):
     def window(self):
         """A block of work that holds the store; the embedded shard is given back to other processes after it."""
         return contextlib.nullcontext(self)
+
+    def yield_if_wanted(self) -> None:
+        """Give the store back, outside any window, when another process waits for it."""
 
     def __enter__(self) -> "PageStore":
         return self
@@ -565,9 +572,8 @@ class EdgeStore(PageStore):
         self._shard = None
         self._depth = 0  # open windows; the shard is given back when the outermost one closes
         self.waited_s = 0.0  # how long the last open waited for another process
-        # Keep the shard after a window while no other process waits for it (opening costs about a second);
-        # the holder then calls `yield_if_wanted()` whenever it pauses.
-        self.keep_open = False
+        # keep_open: keep the shard after a window while no other process waits for it (opening costs about a
+        # second); the holder then calls `yield_if_wanted()` whenever it pauses.
 
     @property
     def lock_path(self) -> Path:
@@ -588,7 +594,6 @@ class EdgeStore(PageStore):
         return lock is not None and lock.wanted()
 
     def yield_if_wanted(self) -> None:
-        """Give the shard back, outside any window, when another process waits for it."""
         if self._depth == 0 and self.wanted():
             self.close()
 

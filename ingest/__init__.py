@@ -581,18 +581,15 @@ class _Run:
 
     def _write(self) -> None:
         store = self.ing.store
-        keep = getattr(store, "keep_open", None)
-        if keep is not None:
-            store.keep_open = True  # hold the shard between batches until another process asks for it
+        keep, store.keep_open = store.keep_open, True  # hold the shard between batches until another process asks
         try:
             self._write_batches()
         finally:
-            if keep is not None:
-                store.keep_open = keep  # the tidying window at the end of the run gives the shard back
+            store.keep_open = keep  # the tidying window at the end of the run gives the shard back
 
     def _write_batches(self) -> None:
         while True:
-            items = self._get(self.store_q, idle=getattr(self.ing.store, "yield_if_wanted", None))
+            items = self._get(self.store_q, idle=self.ing.store.yield_if_wanted)
             if items is None or items is _END:
                 return
             t = time.perf_counter()

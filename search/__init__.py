@@ -82,10 +82,10 @@ class Searcher:
         mode = mode or self.default_mode()
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
-        if mode != "text" and tokens is None:
-            tokens = self.encode_query(text)
         if mode == "text":
-            tokens = None
+            tokens = None  # BM25 alone: the query is not rendered, nor the model loaded
+        elif tokens is None:
+            tokens = self.encode_query(text)
         points = self.store.search(tokens, top_k or self.settings.top_k, doc_id, exact=exact, text=text, mode=mode)
         return self._hits(points, tokens, mode)
 
