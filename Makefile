@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Override for another build, e.g. make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/<cuda tag>"
 TORCH  ?= torch==2.13.0
 
-.PHONY: install poppler demo test clean
+.PHONY: install poppler demo lint test clean
 
 install: poppler $(STAMP)
 
@@ -35,7 +35,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/tokendirect demo
 
-test: install
+# ruff (configured in pyproject.toml): lint and format check, then the offline test suite.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # Removes build and test leftovers; keeps .venv (apart from its stamp) and the data directory.

@@ -1,4 +1,4 @@
-"""`tokendirect bench ...`: measurements the project ships. The logic lives in core/bench.py (search) and ingest/bench.py (ingest)."""
+"""`tokendirect bench ...`: measurements the project ships. The logic lives in search/bench.py and ingest/bench.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from typing import Optional
 
 import typer
 
+from core.cli import clean_errors, emit, settings
+from core.errors import UsageError
+
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks (results on stdout).")
 
 
@@ -14,89 +17,103 @@ def _sizes(pages: list[str]) -> list[int]:
     try:
         sizes = [int(part) for item in pages for part in item.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--pages takes page counts, e.g. --pages 2000 or --pages 1000,2000: got {pages}") from None
+        raise UsageError(f"--pages takes page counts, e.g. --pages 2000 or --pages 1000,2000: got {pages}") from None
     if not sizes or min(sizes) < 11:
-        raise ValueError("--pages needs at least 11 pages (recall@10 and the gap between ranks 10 and 11)")
+        raise UsageError("--pages needs at least 11 pages (recall@10 and the gap between ranks 10 and 11)")
     return sizes
 
 
 def _describe(r) -> str:
-    scan = f"{r.scan_p50_ms:.1f} / {r.scan_p95_ms:.1f} ms (fast path {r.speedup_vs_scan}x faster)" if r.scan_p50_ms else "not run"
+    scan = (
+        f"{r.scan_p50_ms:.1f} / {r.scan_p95_ms:.1f} ms (fast path {r.speedup_vs_scan}x faster)"
+        if r.scan_p50_ms
+        else "not run"
+    )
     disk = f"{r.disk_bytes_per_page / 1e6:.2f} MB" if r.disk_bytes_per_page is not None else "unknown"
-    return "\n".join([
-        f"{r.pages} pages ({r.source}, {r.tokens_per_page:g} tokens a page), {r.queries} queries:",
-        f"  recall@10 of the fast path against exact MaxSim: {r.recall_at_10:.3f}",
-        f"  fast path   p50 / p95: {r.fast_p50_ms:.1f} / {r.fast_p95_ms:.1f} ms",
-        f"  exact       p50 / p95: {r.exact_p50_ms:.1f} / {r.exact_p95_ms:.1f} ms (fast path {r.speedup_vs_exact}x faster)",
-        f"  torch scan  p50 / p95: {scan}",
-        f"  exact score gap, rank 10 to 11: {r.exact_gap_10_11:.3f} ({r.exact_gap_10_11_relative:.1%} of rank 10)",
-        f"  RAM-resident search data: {r.ram_bytes_per_page / 1e3:.1f} kB a page "
-        f"({r.ram_fraction:.1%} of the {r.token_bytes_per_page / 1e3:.0f} kB float16 token set)"
-        + ("" if r.bytes_measured else ", estimated"),
-        f"  disk: {disk} a page; build {r.build_s:.0f} s",
-    ])
+    return "\n".join(
+        [
+            f"{r.pages} pages ({r.source}, {r.tokens_per_page:g} tokens a page), {r.queries} queries:",
+            f"  recall@10 of the fast path against exact MaxSim: {r.recall_at_10:.3f}",
+            f"  fast path   p50 / p95: {r.fast_p50_ms:.1f} / {r.fast_p95_ms:.1f} ms",
+            f"  exact       p50 / p95: {r.exact_p50_ms:.1f} / {r.exact_p95_ms:.1f} ms "
+            f"(fast path {r.speedup_vs_exact}x faster)",
+            f"  torch scan  p50 / p95: {scan}",
+            f"  exact score gap, rank 10 to 11: {r.exact_gap_10_11:.3f} ({r.exact_gap_10_11_relative:.1%} of rank 10)",
+            f"  RAM-resident search data: {r.ram_bytes_per_page / 1e3:.1f} kB a page "
+            f"({r.ram_fraction:.1%} of the {r.token_bytes_per_page / 1e3:.0f} kB float16 token set)"
+            + ("" if r.bytes_measured else ", estimated"),
+            f"  disk: {disk} a page; build {r.build_s:.0f} s",
+        ]
+    )
 
 
-def register(app: typer.Typer, clean_errors, settings_factory, emit) -> None:
-    @bench_app.command("search")
-    @clean_errors
-    def search(
-        pages: list[str] = typer.Option(
-            ["2000"], "--pages", help="Synthetic pages; several (--pages 1000,2000) measure at each size in turn."
-        ),
-        queries: int = typer.Option(20, "--queries", min=1, help="Queries measured at each size."),
-        tokens: int = typer.Option(257, "--tokens", min=20, help="Tokens per synthetic page (the real shape: 257)."),
-        dim: int = typer.Option(1280, "--dim", min=16, help="Token dimension of synthetic pages (the real: 1280)."),
-        collection: Optional[str] = typer.Option(
-            None, "--collection", help="Measure an existing collection instead (queries sampled from its pages)."
-        ),
-        workdir: Optional[Path] = typer.Option(
-            None, "--workdir", help="Keep the synthetic collection here and reuse it in later runs (default: temporary)."
-        ),
-        scan: bool = typer.Option(True, "--scan/--no-scan", help="Also time an in-memory torch MaxSim scan."),
-        plot_file: Optional[Path] = typer.Option(None, "--plot", help="Draw latency and recall against pages (PNG)."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the largest size; all in `runs`)."),
-    ) -> None:
-        """Fast path vs exact MaxSim vs an in-memory scan: recall@10, latency, RAM and disk bytes per page."""
-        from core import bench
+@bench_app.command("search")
+@clean_errors
+def search(
+    pages: list[str] = typer.Option(
+        ["2000"], "--pages", help="Synthetic pages; several (--pages 1000,2000) measure at each size in turn."
+    ),
+    queries: int = typer.Option(20, "--queries", min=1, help="Queries measured at each size."),
+    tokens: int = typer.Option(257, "--tokens", min=20, help="Tokens per synthetic page (the real shape: 257)."),
+    dim: int = typer.Option(1280, "--dim", min=16, help="Token dimension of synthetic pages (the real: 1280)."),
+    collection: Optional[str] = typer.Option(
+        None, "--collection", help="Measure an existing collection instead (queries sampled from its pages)."
+    ),
+    workdir: Optional[Path] = typer.Option(
+        None, "--workdir", help="Keep the synthetic collection here and reuse it in later runs (default: temporary)."
+    ),
+    scan: bool = typer.Option(True, "--scan/--no-scan", help="Also time an in-memory torch MaxSim scan."),
+    plot_file: Optional[Path] = typer.Option(None, "--plot", help="Draw latency and recall against pages (PNG)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the largest size; all in `runs`)."),
+) -> None:
+    """Fast path vs exact MaxSim vs an in-memory scan: recall@10, latency, RAM and disk bytes per page."""
+    from search import bench
 
-        settings = settings_factory()
+    s = settings()
 
-        def progress(message: str) -> None:
-            typer.echo(message, err=True)
+    def progress(message: str) -> None:
+        typer.echo(message, err=True)
 
-        if collection:
-            results = [bench.collection_bench(settings.model_copy(update={"collection": collection}), queries,
-                                              scan, progress)]
-        else:
-            spec = bench.SyntheticSpec(tokens=tokens, dim=dim)
-            results = bench.synthetic_bench(_sizes(pages), settings, queries, spec, workdir=workdir, scan=scan,
-                                            progress=progress, on_result=lambda r: progress(_describe(r)))
-        if plot_file is not None:
-            bench.plot(results, plot_file)
-        data = {**results[-1].to_dict(), "runs": [r.to_dict() for r in results]}
-        emit(as_json, data, "\n".join(_describe(r) for r in results))
+    if collection:
+        results = [bench.collection_bench(s.model_copy(update={"collection": collection}), queries, scan, progress)]
+    else:
+        spec = bench.SyntheticSpec(tokens=tokens, dim=dim)
+        results = bench.synthetic_bench(
+            _sizes(pages),
+            s,
+            queries,
+            spec,
+            workdir=workdir,
+            scan=scan,
+            progress=progress,
+            on_result=lambda r: progress(_describe(r)),
+        )
+    if plot_file is not None:
+        bench.plot(results, plot_file)
+    data = {**results[-1].to_dict(), "runs": [r.to_dict() for r in results]}
+    emit(as_json, data, "\n".join(_describe(r) for r in results))
 
-    @bench_app.command("ingest")
-    @clean_errors
-    def ingest_bench(
-        pages: int = typer.Option(16, "--pages", min=1, help="Pages of the synthetic PDF to ingest."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    ) -> None:
-        """Ingest a synthetic PDF with the configured model into a temporary store: pages per second, and where the
-        time goes."""
-        from ingest.bench import bench_ingest
 
-        result = bench_ingest(settings_factory(), pages)
-        t, shares = result["timings"], result["shares"]
-        text = "\n".join([
+@bench_app.command("ingest")
+@clean_errors
+def ingest_bench(
+    pages: int = typer.Option(16, "--pages", min=1, help="Pages of the synthetic PDF to ingest."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Ingest a synthetic PDF with the configured model into a temporary store: pages per second, and where the
+    time goes."""
+    from ingest.bench import bench_ingest
+
+    result = bench_ingest(settings(), pages)
+    t, shares = result["timings"], result["shares"]
+    text = "\n".join(
+        [
             f"{result['pages']} pages in {t['wall_s']:.2f} s: {result['pages_per_s']:.2f} pages/s "
             f"(model {result['model']}, {result['device']}, batch {result['batch_size']})",
             f"busy share of wall time: encode {shares['encode']:.1%}, rasterize {shares['rasterize']:.1%}, "
             f"store {shares['store']:.1%}, hash {shares['hash']:.1%}",
             f"non-model share {result['non_model_share']:.1%} (target <= {result['target_non_model_share']:.0%}: "
             f"{'met' if result['target_met'] else 'NOT met'})",
-        ])
-        emit(as_json, result, text)
-
-    app.add_typer(bench_app, name="bench")
+        ]
+    )
+    emit(as_json, result, text)

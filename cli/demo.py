@@ -13,19 +13,47 @@ from config import Settings
 
 SAMPLE_PAGES = {
     "annual-report.pdf": [
-        ["Annual Report 2025", "", "Revenue grew 14 percent to 2.4 million euros.", "Operating costs fell in the",
-         "second half, mainly from lower energy prices.", "", "The board proposes a dividend of 0.35 per share."],
-        ["Outlook", "", "We expect steady demand for maintenance contracts", "and plan to open an office in Lyon.",
-         "", "Risks: supplier delays, currency moves, staff turnover."],
+        [
+            "Annual Report 2025",
+            "",
+            "Revenue grew 14 percent to 2.4 million euros.",
+            "Operating costs fell in the",
+            "second half, mainly from lower energy prices.",
+            "",
+            "The board proposes a dividend of 0.35 per share.",
+        ],
+        [
+            "Outlook",
+            "",
+            "We expect steady demand for maintenance contracts",
+            "and plan to open an office in Lyon.",
+            "",
+            "Risks: supplier delays, currency moves, staff turnover.",
+        ],
     ],
     "invoice-0042.png": [
-        ["INVOICE No. 0042", "", "Bill to: Harbor Logistics GmbH", "Date: 3 March 2026", "",
-         "2 x pallet scanner        1,180.00", "1 x service visit           240.00", "",
-         "Total due: 1,420.00 EUR", "Payment within 30 days."],
+        [
+            "INVOICE No. 0042",
+            "",
+            "Bill to: Harbor Logistics GmbH",
+            "Date: 3 March 2026",
+            "",
+            "2 x pallet scanner        1,180.00",
+            "1 x service visit           240.00",
+            "",
+            "Total due: 1,420.00 EUR",
+            "Payment within 30 days.",
+        ],
     ],
     "field-notes.tiff": [
-        ["Field notes, river survey", "", "Water level at gauge 7: 2.31 m.", "Heron colony counted: 48 nests.",
-         "", "Sample bottles B1 to B6 sent to the lab."],
+        [
+            "Field notes, river survey",
+            "",
+            "Water level at gauge 7: 2.31 m.",
+            "Heron colony counted: 48 nests.",
+            "",
+            "Sample bottles B1 to B6 sent to the lab.",
+        ],
     ],
 }
 DEMO_QUERY = "Total due invoice"
@@ -76,7 +104,9 @@ def _real_model_available(settings: Settings) -> str | None:
 
 
 def run_demo(settings: Settings) -> int:
-    from core.model import ModelLoadError, OcrModel
+    from core.errors import ModelLoadError
+    from core.model import OcrModel
+    from core.store import open_store
     from decode import Decoder
     from ingest import Ingestor
     from search import Searcher
@@ -95,20 +125,23 @@ def run_demo(settings: Settings) -> int:
         tiny = data_dir / "test-model"
         if not (tiny / "config.json").exists():
             make_test_model(tiny)
-        typer.echo(f"note: cannot load {settings.model} ({why}); running on the tiny random-weight test model.",
-                   err=True)
-        typer.echo("note: with the test model, scores and regenerated text are MEANINGLESS; the run shows the "
-                   "pipeline, not its quality.", err=True)
+        typer.echo(
+            f"note: cannot load {settings.model} ({why}); running on the tiny random-weight test model.", err=True
+        )
+        typer.echo(
+            "note: with the test model, scores and regenerated text are MEANINGLESS; the run shows the "
+            "pipeline, not its quality.",
+            err=True,
+        )
         settings = settings.model_copy(update={"model": str(tiny), "collection": "demo-test-model"})
         model = OcrModel.from_settings(settings)
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
     samples = make_samples(data_dir / "samples")
     typer.echo(f"== ingest {len(samples)} sample documents from {samples[0].parent} into {settings.collection!r}")
-    ingestor = Ingestor(model, _store(settings), settings)
-    store = ingestor.store
+    store = open_store(settings)
     try:
-        report = ingestor.ingest(samples)
+        report = Ingestor(model, store, settings).ingest(samples)
         typer.echo(f"   added {report.pages_added} pages, skipped {report.pages_skipped} already stored")
         for f in report.failures:
             typer.echo(f"   failed: {f.path}: {f.reason}")
@@ -125,11 +158,5 @@ def run_demo(settings: Settings) -> int:
     finally:
         store.close()
     env = f"TOKENDIRECT_MODEL={settings.model} TOKENDIRECT_COLLECTION={settings.collection} "
-    typer.echo(f"== done. Try: {env}tokendirect search \"dividend\" --decode")
+    typer.echo(f'== done. Try: {env}tokendirect search "dividend" --decode')
     return 0 if report.ok else 1
-
-
-def _store(settings: Settings):
-    from core.store import open_store
-
-    return open_store(settings)

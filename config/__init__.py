@@ -12,6 +12,9 @@ DEFAULT_MODEL = "deepseek-community/DeepSeek-OCR-2"
 
 
 class Settings(BaseSettings):
+    """Every setting and its default: the one place defaults live (`defaults()` reads them without the
+    environment)."""
+
     model_config = SettingsConfigDict(env_prefix="TOKENDIRECT_", env_file=".env", extra="ignore")
 
     model: str = Field(DEFAULT_MODEL, description="Hub id or local directory of a DeepSeek-OCR-2 checkpoint.")
@@ -73,6 +76,17 @@ class Settings(BaseSettings):
         "mean", description="The first stage's vector per page: the mean of its unit tokens, or a MUVERA encoding."
     )
     blank_similarity: float = Field(
-        0.9, ge=0.0, le=1.0,
+        0.9,
+        ge=0.0,
+        le=1.0,
         description="Query tokens at least this alike (cosine) to a blank canvas's tokens are dropped; 1 keeps all.",
     )
+
+    def shard_path(self) -> Path:
+        """The embedded store's folder for the configured collection."""
+        return Path(self.data_dir) / "qdrant" / self.collection
+
+
+def defaults() -> Settings:
+    """The settings' defaults alone, without reading the environment or a .env file."""
+    return Settings.model_construct()

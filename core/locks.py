@@ -17,8 +17,10 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+
+from core.clock import utc_now
+from core.errors import BusyError
 
 POLL_S = 0.02  # how often a waiting taker tries again: short, since windows of use are short
 
@@ -38,17 +40,9 @@ class Holder:
         return cls(
             pid=os.getpid(),
             host=socket.gethostname(),
-            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            started_at=utc_now(),
             command=purpose,
         )
-
-
-class LockBusyError(RuntimeError):
-    """The lock is held by another process and was not released within the wait."""
-
-    def __init__(self, message: str, holder: Holder | None):
-        super().__init__(message)
-        self.holder = holder
 
 
 class FileLock:
@@ -83,7 +77,7 @@ class FileLock:
                     break
                 except BlockingIOError:
                     if time.monotonic() - start >= wait:
-                        raise LockBusyError(f"{self.path} is held", read_holder(self.path)) from None
+                        raise BusyError(f"{self.path} is held", read_holder(self.path)) from None
                     if want is None and wait > 0:
                         want = _announce(self.want_path)  # lets a holder that could keep the lock see us
                     time.sleep(POLL_S)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from config import Settings
+from core.errors import ModelLoadError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -22,10 +23,6 @@ PROMPTS = {
     "ocr": "<image>\nFree OCR. ",
     "markdown": "<image>\n<|grounding|>Convert the document to markdown. ",
 }
-
-
-class ModelLoadError(RuntimeError):
-    """The configured checkpoint could not be loaded (missing, offline, or not a DeepSeek-OCR-2 model)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ def prompt_for(mode: str) -> str:
     try:
         return PROMPTS[mode]
     except KeyError:
-        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(PROMPTS)}") from None
+        raise UsageError(f"unknown mode {mode!r}; choose one of: {', '.join(PROMPTS)}") from None
 
 
 def resolve_dtype(name: str) -> "torch.dtype":
@@ -94,7 +91,7 @@ class OcrModel:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.config  # a wrong or missing checkpoint fails here, before any weights are read
+        _ = self.config  # a wrong or missing checkpoint fails here, before any weights are read
         device = resolve_device(self._device_name)
         dtype = resolve_dtype(self._dtype_name)
         try:
@@ -103,7 +100,7 @@ class OcrModel:
                 self.name, revision=self.requested_revision, dtype=dtype
             )
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load model {self.name!r}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
         self._model = model.to(device).eval()
         self._processor = processor
         torch.set_grad_enabled(False)
@@ -137,7 +134,7 @@ class OcrModel:
             try:
                 self._config = AutoConfig.from_pretrained(self.name, revision=self.requested_revision)
             except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load model {self.name!r}: {_first_line(exc)}") from exc
+                raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
             if self._config.model_type != "deepseek_ocr2":
                 raise ModelLoadError(f"{self.name!r} is a {self._config.model_type!r} model, not DeepSeek-OCR-2")
         return self._config
@@ -186,7 +183,7 @@ class OcrModel:
 
         image_token = self.processor.image_token
         if prompt.count(image_token) != 1:
-            raise ValueError(f"the prompt must hold exactly one {image_token}")
+            raise UsageError(f"the prompt must hold exactly one {image_token}")
         text = prompt.replace(image_token, image_token * int(tokens.shape[0]))
         inputs = self.processor.tokenizer(text, return_tensors="pt").to(self.device)
         feats = BaseModelOutputWithPooling(pooler_output=[tokens.to(self.device, self.dtype)])
@@ -214,11 +211,6 @@ class OcrModel:
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _local_revision(name: str) -> str:

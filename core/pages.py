@@ -11,6 +11,9 @@ from typing import Iterator
 
 from PIL import Image, UnidentifiedImageError
 
+from config import defaults
+from core.errors import InputError
+
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
@@ -20,10 +23,6 @@ SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 TARGET_LONG_SIDE = 1024
 
 _POINT_NAMESPACE = uuid.UUID("6f1c1f3e-8f0a-5d9c-9b7e-2a4d5c6b7e80")
-
-
-class InputError(ValueError):
-    """A file that cannot be turned into pages; the message says why in one line."""
 
 
 @dataclass
@@ -56,11 +55,11 @@ def point_id(doc_id: str, page: int) -> str:
 class Limits:
     """What one input file may cost; a breach fails that file alone, with a reason naming the setting."""
 
-    max_pages: int = 2000
-    max_bytes: int = 1 << 30
-    max_pixels: int = 150_000_000
-    raster_timeout: float = 120.0
-    chunk: int = 4  # PDF pages rasterized per poppler call: fewer process starts, still a bounded few in memory
+    max_pages: int
+    max_bytes: int
+    max_pixels: int
+    raster_timeout: float
+    chunk: int  # PDF pages rasterized per poppler call: fewer process starts, still a bounded few in memory
 
     @classmethod
     def from_settings(cls, s) -> "Limits":
@@ -73,7 +72,7 @@ class Limits:
         )
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = Limits.from_settings(defaults())
 
 
 def display_path(path: str | Path) -> str:
@@ -165,7 +164,11 @@ def count_pages(path: Path, limits: Limits = DEFAULT_LIMITS, dpi: int = 0) -> in
 
 
 def render_pages(
-    path: Path, doc_id: str, dpi: int = 0, limits: Limits = DEFAULT_LIMITS, numbers: list[int] | None = None,
+    path: Path,
+    doc_id: str,
+    dpi: int = 0,
+    limits: Limits = DEFAULT_LIMITS,
+    numbers: list[int] | None = None,
     n: int | None = None,
 ) -> Iterator[Page]:
     """Yield the file's pages (or only those in `numbers`) one at a time as RGB images; a few at most in memory."""
@@ -174,7 +177,7 @@ def render_pages(
     source = str(path)
     if path.suffix.lower() in PDF_SUFFIXES:
         for first, last in _runs(wanted, limits.chunk):
-            for number, image in zip(range(first, last + 1), _pdf_pages(path, first, last, dpi, limits)):
+            for number, image in zip(range(first, last + 1), _pdf_pages(path, first, last, dpi, limits), strict=True):
                 yield Page(doc_id, source, number, n, image)
     else:
         with Image.open(path) as im:
@@ -282,9 +285,7 @@ def _pdf_pages(path: Path, first: int, last: int, dpi: int, limits: Limits) -> l
     kwargs = {"dpi": dpi} if dpi else {"size": TARGET_LONG_SIDE}
     where = f"page {first}" if first == last else f"pages {first}-{last}"
     try:
-        images = convert_from_path(
-            str(path), first_page=first, last_page=last, timeout=limits.raster_timeout, **kwargs
-        )
+        images = convert_from_path(str(path), first_page=first, last_page=last, timeout=limits.raster_timeout, **kwargs)
     except PDFPopplerTimeoutError:
         raise InputError(
             f"rasterizing {where} timed out after {limits.raster_timeout:g} s (TOKENDIRECT_RASTER_TIMEOUT)"
@@ -294,7 +295,7 @@ def _pdf_pages(path: Path, first: int, last: int, dpi: int, limits: Limits) -> l
     if len(images) != last - first + 1:
         raise InputError(f"{where} could not be rasterized")
     out = []
-    for number, im in zip(range(first, last + 1), images):
+    for number, im in zip(range(first, last + 1), images, strict=True):
         _check_pixels(im.size, limits, number)
         out.append(im.convert("RGB"))
     return out

@@ -16,13 +16,9 @@ import math
 
 import numpy as np
 
+from core.tensors import unit_length
+
 POOLINGS = ("cluster", "window")
-
-
-def unit_length(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (float32); all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def pooled_count(n: int, pool_size: int) -> int:

@@ -1,7 +1,7 @@
 """Decode: a stored page's tokens go straight into the matched decoder, which regenerates the page's text.
 
-    from decode import Decoder
-    print(Decoder.from_settings().decode(hit.point_id))
+from decode import Decoder
+print(Decoder.from_settings().decode(hit.point_id))
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import logging
 from PIL import Image
 
 from config import Settings
+from core.errors import PointNotFoundError, StoreError
 from core.model import OcrModel, prompt_for
-from core.store import PagePoint, PageStore, StoreError, open_store
+from core.stage import Stage
+from core.store import PagePoint, PageStore
 from core.tensors import to_torch
 
 PREVIEW_CHARS = 200  # decoded text kept in the payload (`text_preview`), for the dashboard
@@ -20,21 +22,17 @@ PREVIEW_CHARS = 200  # decoded text kept in the payload (`text_preview`), for th
 log = logging.getLogger("tokendirect.decode")
 
 
-class PointNotFoundError(LookupError):
-    pass
-
-
-class Decoder:
+class Decoder(Stage):
     def __init__(self, model: OcrModel, store: PageStore, settings: Settings | None = None):
-        self.model = model
-        self.store = store
-        self.settings = settings or Settings()
+        super().__init__(model, store, settings)
         self.store.bind(self.model.identity, create=False)
 
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "Decoder":
-        s = settings or Settings()
-        return cls(OcrModel.from_settings(s), open_store(s), s)
+    def page(self, point_id: str) -> dict:
+        """A stored page's payload (doc_id, source, page, ...), without its tokens."""
+        point = self.store.get(point_id, with_tokens=False)
+        if point is None:
+            raise PointNotFoundError(f"no page with point id {point_id!r} in collection {self.store.collection!r}")
+        return point.payload
 
     def tokens(self, point_id: str):
         """The page's stored token set, exactly as the encoder produced it, in the model's dtype."""

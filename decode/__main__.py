@@ -1,3 +1,3 @@
-from cli import run_stage
+from decode.cli import main
 
-run_stage("decode")
+main()

@@ -1,3 +1,3 @@
-from cli import run_stage
+from ingest.cli import main
 
-run_stage("ingest")
+main()

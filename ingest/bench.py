@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from config import Settings
+from core.tensors import bfloat16_values, unit_length
 
 NON_MODEL_TARGET = 0.15  # at most this share of an ingest's wall time may go to anything but the encoder
 
@@ -37,8 +38,9 @@ def synthetic_pdf(path: Path, pages: int, size: tuple[int, int] = (850, 1100)) -
         image = Image.new("RGB", size, "white")
         draw = ImageDraw.Draw(image)
         for row in range(min(20, (size[1] - 120) // 40)):
-            draw.text((60, 60 + row * 40), f"Page {k}, line {row + 1}: quarterly figures and notes", fill="black",
-                      font=font)
+            draw.text(
+                (60, 60 + row * 40), f"Page {k}, line {row + 1}: quarterly figures and notes", fill="black", font=font
+            )
         return image
 
     first = page(1)
@@ -59,11 +61,8 @@ def bench_ingest(settings: Settings | None = None, pages: int = 16) -> dict:
         model = OcrModel.from_settings(s)
         model.load()
         model.encode_pages([Image.new("RGB", (850, 1100), "white")])  # warm-up: first calls pay one-off costs
-        ingestor = Ingestor(model, open_store(s), s)
-        try:
+        with Ingestor(model, open_store(s), s) as ingestor:
             report = ingestor.ingest([pdf], progress=False)
-        finally:
-            ingestor.store.close()
     t = report.timings
     wall = t["wall_s"]
     shares = {k: round(t.get(f"{k}_s", 0.0) / wall, 4) for k in ("rasterize", "encode", "store", "hash")}
@@ -89,6 +88,7 @@ def bench_shard_open(points: list[int], tokens: int = 257, dim: int = 1280, repe
 
     from core.model import ModelIdentity
     from core.store import EdgeStore, PagePoint
+    from core.store.schema import UNIT, Nearest, Stage
 
     rng = np.random.default_rng(0)
     out = []
@@ -102,8 +102,11 @@ def bench_shard_open(points: list[int], tokens: int = 257, dim: int = 1280, repe
             while have < target:
                 n = min(32, target - have)
                 batch = [
-                    PagePoint(str(uuid.uuid4()), {"doc_id": f"doc{(have + i) // 10}", "page": (have + i) % 10 + 1},
-                              _bfloat16_like(rng, (tokens, dim)))
+                    PagePoint(
+                        str(uuid.uuid4()),
+                        {"doc_id": f"doc{(have + i) // 10}", "page": (have + i) % 10 + 1},
+                        bfloat16_values(rng.standard_normal((tokens, dim), dtype=np.float32)),
+                    )
                     for i in range(n)
                 ]
                 store.upsert(batch)
@@ -117,23 +120,26 @@ def bench_shard_open(points: list[int], tokens: int = 257, dim: int = 1280, repe
                 opens.append(time.perf_counter() - t)
                 shard.close()
             t = time.perf_counter()
-            hits = store.search(rng.standard_normal((tokens, dim), dtype=np.float32), 5)  # opens, then one query
+            query = unit_length(rng.standard_normal((tokens, dim), dtype=np.float32)).tolist()
+            hits = store.query([Stage(Nearest(UNIT, query), 5)])[0]  # opens the shard, then one exact MaxSim query
             first_query_s = time.perf_counter() - t
             store.close()
             disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            out.append({
-                "points": have, "tokens": tokens, "dim": dim, "open_s": round(statistics.median(opens), 4),
-                "open_s_all": [round(x, 4) for x in opens], "open_and_first_query_s": round(first_query_s, 3),
-                "hits": len(hits), "disk_gb": round(disk / 1e9, 2), "write_s": round(write_s, 1),
-            })
+            out.append(
+                {
+                    "points": have,
+                    "tokens": tokens,
+                    "dim": dim,
+                    "open_s": round(statistics.median(opens), 4),
+                    "open_s_all": [round(x, 4) for x in opens],
+                    "open_and_first_query_s": round(first_query_s, 3),
+                    "hits": len(hits),
+                    "disk_gb": round(disk / 1e9, 2),
+                    "write_s": round(write_s, 1),
+                }
+            )
             print(json.dumps(out[-1]), file=sys.stderr)
     return out
-
-
-def _bfloat16_like(rng, shape) -> np.ndarray:
-    """Random tokens holding bfloat16 values, as the encoder's are (float32 noise would not fit float16 storage)."""
-    x = rng.standard_normal(shape, dtype=np.float32)
-    return (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
 
 
 def bench_search_wait(settings: Settings | None = None, pages: int = 16, interval: float = 0.2) -> dict:
@@ -147,9 +153,14 @@ def bench_search_wait(settings: Settings | None = None, pages: int = 16, interva
         pdf = synthetic_pdf(Path(tmp) / "bench.pdf", pages)
         env = {**os.environ, "TOKENDIRECT_DATA_DIR": str(data), "TOKENDIRECT_MODEL": base.model}
         env.pop("TOKENDIRECT_QDRANT_URL", None)
-        proc = subprocess.Popen([sys.executable, "-m", "ingest", str(pdf), "--json"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        shard = data / "qdrant" / base.collection
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", str(pdf), "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        shard = base.model_copy(update={"data_dir": data}).shard_path()
         while proc.poll() is None and not (shard / "edge_config.json").exists():
             time.sleep(0.05)
         waits, holds = [], []
@@ -190,8 +201,9 @@ def bench_peak_rss(settings: Settings | None = None, pages: list[int] = (30, 300
                 "print(json.dumps({'pages': r.pages_added, 'failures': len(r.failures), 'wall_s': r.timings['wall_s'],"
                 " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
             )
-            proc = subprocess.run([sys.executable, "-c", code, str(pdf)], env=env, capture_output=True, text=True,
-                                  check=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", code, str(pdf)], env=env, capture_output=True, text=True, check=True
+            )
             out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(out[-1]), file=sys.stderr)
     return out

@@ -19,8 +19,11 @@ from config import Settings
 from core.model import OcrModel
 from core.pooling import keep_mask
 from core.render import render_query
-from core.store import SEARCH_MODES, PageStore, open_store
+from core.stage import Stage
+from core.store import PageStore
 from core.tensors import to_numpy
+from search import plan
+from search.plan import SEARCH_MODES, check_mode
 
 
 @dataclass
@@ -42,21 +45,14 @@ def _blank_canvas(size: tuple[int, int]) -> Image.Image:
     return Image.new("RGB", size, "white")
 
 
-class Searcher:
+class Searcher(Stage):
     def __init__(self, model: OcrModel, store: PageStore, settings: Settings | None = None):
-        self.model = model
-        self.store = store
-        self.settings = settings or Settings()
+        super().__init__(model, store, settings)
         self.store.bind(self.model.identity, create=False)
         self._has_text = False
         self._blank: dict[tuple[int, int], object] = {}  # image size -> a blank canvas's tokens
 
     BLANK_SIZES = 16  # blank canvases remembered (rendered queries differ only in height)
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "Searcher":
-        s = settings or Settings()
-        return cls(OcrModel.from_settings(s), open_store(s), s)
 
     def default_mode(self) -> str:
         """hybrid once any page has text that BM25 can find, else visual."""
@@ -80,13 +76,13 @@ class Searcher:
         """The best pages for `text` by `mode` (visual, text, hybrid or rerank; None: hybrid when the collection
         has text, else visual). `tokens` may hold the query's tokens from `encode_query`, to encode only once."""
         mode = mode or self.default_mode()
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
+        check_mode(mode)
         if mode == "text":
             tokens = None  # BM25 alone: the query is not rendered, nor the model loaded
         elif tokens is None:
             tokens = self.encode_query(text)
-        points = self.store.search(tokens, top_k or self.settings.top_k, doc_id, exact=exact, text=text, mode=mode)
+        limit = top_k or self.settings.top_k
+        points = plan.search(self.store, tokens, limit, doc_id, exact=exact, text_query=text, mode=mode)
         return self._hits(points, tokens, mode)
 
     def search_image(
@@ -95,7 +91,7 @@ class Searcher:
         """The best pages for an image query, by MaxSim alone. `exact=True` ranks every page by exact MaxSim
         instead of taking the fast path (for comparison)."""
         tokens = self.query_tokens(image)
-        points = self.store.search(tokens, top_k or self.settings.top_k, doc_id, exact=exact)
+        points = plan.search(self.store, tokens, top_k or self.settings.top_k, doc_id, exact=exact)
         return self._hits(points, tokens, "visual")
 
     @staticmethod
@@ -130,4 +126,4 @@ class Searcher:
         return tokens[keep_mask(tokens, self._blank[size], similarity)]
 
 
-__all__ = ["Searcher", "Hit"]
+__all__ = ["Searcher", "Hit", "SEARCH_MODES"]

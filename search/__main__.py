@@ -1,3 +1,3 @@
-from cli import run_stage
+from search.cli import main
 
-run_stage("search")
+main()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,30 +17,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
-from .conftest import page_image, write_pdf
-
-CLI = [sys.executable, "-c", "from cli import main; main()"]
-
-
-def run_cli(args, env, cwd) -> subprocess.CompletedProcess:
-    """Run `tokendirect ARGS...` in a subprocess; it must never print a traceback, whatever the exit code."""
-    proc = subprocess.run(
-        [*CLI, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
-
-
-def cli_env(model_dir: Path, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENDIRECT_")}
-    env.update(
-        TOKENDIRECT_MODEL=str(model_dir),
-        TOKENDIRECT_DATA_DIR=str(data_dir),
-        TOKENDIRECT_DEVICE="cpu",
-        TOKENDIRECT_MAX_NEW_TOKENS="8",
-        HF_HUB_OFFLINE="1",
-    )
-    return env
+from tests.helpers import cli_env, page_image, run_cli, write_pdf
 
 
 def _encrypted_pdf(path: Path, valid: Path) -> None:

@@ -6,14 +6,22 @@ import json
 
 import numpy as np
 
-from core.bench import SyntheticPages, SyntheticSpec, bfloat16_values
 from core.pooling import maxsim
-from core.store import to_storage
+from core.store.storage import to_storage
+from core.tensors import bfloat16_values
+from search.bench import SyntheticPages, SyntheticSpec
+from tests.helpers import cli_env, run_cli
 
-from .test_cli import cli_env, run_cli
-
-KEYS = {"pages", "recall_at_10", "fast_p50_ms", "exact_p50_ms", "scan_p50_ms", "speedup_vs_exact",
-        "ram_bytes_per_page", "disk_bytes_per_page"}
+KEYS = {
+    "pages",
+    "recall_at_10",
+    "fast_p50_ms",
+    "exact_p50_ms",
+    "scan_p50_ms",
+    "speedup_vs_exact",
+    "ram_bytes_per_page",
+    "disk_bytes_per_page",
+}
 
 
 def test_synthetic_pages_have_the_documented_structure():

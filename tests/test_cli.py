@@ -6,73 +6,16 @@ folder with the same helpers); every test then runs its own commands against tha
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from .conftest import page_image, write_pdf
+from tests.helpers import MISSING_POINT, cli_env, make_docs, ok_json, run_cli, sha256, usage_error
 
-CLI = [sys.executable, "-c", "from cli import main; main()"]
-MISSING_POINT = "00000000-0000-0000-0000-000000000000"
 HIT_FIELDS = {"point_id", "doc_id", "source", "page", "score"}
-
-
-def run_cli(args, env, cwd, command=CLI) -> subprocess.CompletedProcess:
-    """Run `tokendirect ARGS...` (or `command ARGS...`) in a subprocess; never a traceback, whatever the exit code."""
-    proc = subprocess.run(
-        [*command, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
-
-
-def cli_env(model_dir: Path, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENDIRECT_")}
-    env.update(
-        TOKENDIRECT_MODEL=str(model_dir),
-        TOKENDIRECT_DATA_DIR=str(data_dir),
-        TOKENDIRECT_DEVICE="cpu",
-        TOKENDIRECT_MAX_NEW_TOKENS="8",
-        HF_HUB_OFFLINE="1",
-    )
-    env.update(extra)
-    return env
-
-
-def ok_json(proc: subprocess.CompletedProcess):
-    """Exit 0 and the whole of stdout is one JSON document."""
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def usage_error(proc: subprocess.CompletedProcess) -> str:
-    """Exit 2 with exactly one `error:` line on stderr (other stderr lines are progress bars); returns it."""
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    errors = [line for line in proc.stderr.splitlines() if line.lower().startswith("error")]
-    assert len(errors) == 1, proc.stderr
-    # A quoted name stays whole (no quote stripped off the end of the message).
-    assert errors[0].count("'") % 2 == 0, errors[0]
-    return errors[0]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def make_docs(folder: Path) -> Path:
-    """The same folder as conftest's `docs`: a two-page PDF, a PNG and a two-frame TIFF (three documents)."""
-    folder.mkdir()
-    write_pdf(folder / "report.pdf", [["Annual report", "Revenue grew"], ["Outlook", "Risks ahead"]])
-    page_image(["Invoice 42", "Total due 1,420"]).save(folder / "invoice.png")
-    frames = [page_image(["Field notes", "gauge 7"]), page_image(["Heron colony", "48 nests"])]
-    frames[0].save(folder / "notes.tiff", save_all=True, append_images=frames[1:])
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,10 @@ def test_the_ingest_job_runs_only_when_asked(ingest):
 
 def test_the_readme_shows_how_to_start_the_server_run_the_job_and_open_the_dashboard():
     readme = (ROOT / "README.md").read_text()
-    for text in ("docker compose up -d qdrant", "docker compose run --rm ingest", "http://localhost:6333/dashboard",
-                 "QDRANT_API_KEY"):
+    for text in (
+        "docker compose up -d qdrant",
+        "docker compose run --rm ingest",
+        "http://localhost:6333/dashboard",
+        "QDRANT_API_KEY",
+    ):
         assert text in readme, text

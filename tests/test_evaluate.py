@@ -7,30 +7,32 @@ import math
 
 import pytest
 
-from core.pages import InputError
+from cli.evaluation import RUNS, evaluate, load_set, metrics
+from cli.sample import DOCUMENTS, QUERIES, SCANS, build_sample, write_text_pdf
+from core.errors import InputError
 from core.text import pdf_page_texts
-from evaluation import RUNS, evaluate, load_set, metrics
-from evaluation.sample import DOCUMENTS, QUERIES, SCANS, build_sample, write_text_pdf
-
-from .conftest import page_image
-from .test_cli import cli_env, ok_json, run_cli, usage_error
+from tests.helpers import cli_env, ok_json, page_image, run_cli, usage_error
 
 
 def write_set(root, queries: dict[str, tuple[str, str]]):
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
-    write_text_pdf(corpus / "guide.pdf", [["Brewing guide", "Notes on zymurgy and yeast."],
-                                          ["Harbour notes", "Ferry times change in winter."]])
+    write_text_pdf(
+        corpus / "guide.pdf",
+        [["Brewing guide", "Notes on zymurgy and yeast."], ["Harbour notes", "Ferry times change in winter."]],
+    )
     page_image(["Scanned letter", "Dear Sir"], size=(600, 600)).save(corpus / "letter.png")
-    (root / "queries.jsonl").write_text("".join(json.dumps({"query-id": q, "query": t}) + "\n"
-                                                for q, (t, _) in queries.items()))
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"query-id": q, "query": t}) + "\n" for q, (t, _) in queries.items())
+    )
     write_qrels(root, queries)
     return root
 
 
 def write_qrels(root, queries: dict[str, tuple[str, str]]) -> None:
-    (root / "qrels.jsonl").write_text("".join(json.dumps({"query-id": q, "corpus-id": c, "score": 1}) + "\n"
-                                              for q, (_, c) in queries.items()))
+    (root / "qrels.jsonl").write_text(
+        "".join(json.dumps({"query-id": q, "corpus-id": c, "score": 1}) + "\n" for q, (_, c) in queries.items())
+    )
 
 
 SMALL = {
@@ -45,8 +47,13 @@ def test_metrics_by_hand():
     ideal = 2 + 1 / math.log2(3)
     assert m["ndcg_at_5"] == pytest.approx((1 / math.log2(3)) / ideal)
     assert (m["recall_at_1"], m["recall_at_5"], m["recall_at_10"], m["mrr"]) == (0.0, 0.5, 1.0, 0.5)
-    assert metrics([], {"a": 1.0}) == {"ndcg_at_5": 0.0, "recall_at_1": 0.0, "recall_at_5": 0.0,
-                                       "recall_at_10": 0.0, "mrr": 0.0}
+    assert metrics([], {"a": 1.0}) == {
+        "ndcg_at_5": 0.0,
+        "recall_at_1": 0.0,
+        "recall_at_5": 0.0,
+        "recall_at_10": 0.0,
+        "mrr": 0.0,
+    }
     assert metrics(["a"], {"a": 1.0})["ndcg_at_5"] == 1.0
 
 
@@ -76,7 +83,7 @@ def test_the_sample_set_is_born_digital_text_plus_scans(tmp_path):
     assert len(evalset.queries) == len(QUERIES) and set(evalset.qrels) == set(QUERIES)
     for name, pages in DOCUMENTS.items():
         texts = pdf_page_texts(evalset.corpus / name, len(pages))
-        assert all(text.startswith(page[0]) for text, page in zip(texts, pages))
+        assert all(text.startswith(page[0]) for text, page in zip(texts, pages, strict=True))
     for name in SCANS:
         assert pdf_page_texts(evalset.corpus / name, 1) == [""]
     before = {p.name: p.read_bytes() for p in evalset.corpus.iterdir()}
@@ -94,8 +101,11 @@ def test_evaluate_reports_every_run_and_reuses_its_collection(settings, tmp_path
     assert list(runs) == [label for label, _, _ in RUNS]
     text = runs["text"]
     # the two text queries find their page first; the scanned page is out of BM25's reach
-    assert (text.recall_at_1, text.recall_at_10, text.mrr) == (pytest.approx(2 / 3, abs=1e-4), pytest.approx(2 / 3, abs=1e-4),
-                                                               pytest.approx(2 / 3, abs=1e-4))
+    assert (text.recall_at_1, text.recall_at_10, text.mrr) == (
+        pytest.approx(2 / 3, abs=1e-4),
+        pytest.approx(2 / 3, abs=1e-4),
+        pytest.approx(2 / 3, abs=1e-4),
+    )
     assert runs["hybrid"].recall_at_10 == 1.0 and runs["visual"].recall_at_10 == 1.0  # 3 pages, all seen
     assert runs["rerank"].recall_at_10 == pytest.approx(2 / 3, abs=1e-4)
     assert runs["text"].latency_ms_mean < runs["visual"].latency_ms_mean  # text needs no query encoding

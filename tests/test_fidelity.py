@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.store import from_storage, to_storage
+from core.model import OcrModel
+from core.store import open_store
+from core.store.storage import from_storage, to_storage
 from core.tensors import to_numpy, to_torch
 from decode import Decoder
 from ingest import Ingestor
-
-from .conftest import page_image
+from search.plan import search
+from tests.helpers import page_image
 
 # A tall page is cut into local tiles (6 for 1200x1600); a small one is encoded as a single global view.
 PAGES = {
@@ -27,19 +29,20 @@ def test_decode_from_stored_tokens_matches_decoding_the_pixels(kind, backend_set
     path = tmp_path / f"{kind}.png"
     image.save(path)
 
-    ingestor = Ingestor.from_settings(backend_settings)
-    report = ingestor.ingest([path])
+    model = OcrModel.from_settings(backend_settings)
+    store = open_store(backend_settings)
+    report = Ingestor(model, store, backend_settings).ingest([path])
     assert report.pages_added == 1 and report.ok
 
-    decoder = Decoder(ingestor.model, ingestor.store, backend_settings)
+    decoder = Decoder(model, store, backend_settings)
     assert decoder.model.dtype == torch.bfloat16
-    (point,) = [p for p in ingestor.store.search(to_numpy(ingestor.model.encode_pages([image])[0]), 1)]
+    (point,) = [p for p in search(store, to_numpy(model.encode_pages([image])[0]), 1)]
     assert point.payload["n_tokens"] == expected_tokens
 
     # The stored tokens are the encoder's bfloat16 output, bit for bit.
-    encoded = ingestor.model.encode_pages([image])[0]
+    encoded = model.encode_pages([image])[0]
     stored = decoder.tokens(point.point_id)
-    assert stored.shape == (expected_tokens, ingestor.model.dim)
+    assert stored.shape == (expected_tokens, model.dim)
     assert torch.equal(stored, encoded)
 
     from_tokens = decoder.decode(point.point_id)
@@ -47,10 +50,10 @@ def test_decode_from_stored_tokens_matches_decoding_the_pixels(kind, backend_set
     assert from_tokens == from_pixels
     assert from_tokens  # the tiny model always emits something in 12 new tokens
     # Decoding leaves the text's first characters in the payload, for the dashboard; the tokens stay exact.
-    after = ingestor.store.get(point.point_id)
+    after = store.get(point.point_id)
     assert after.payload["text_preview"] == from_tokens[:200] and after.payload["text_mode"] == "ocr"
     assert torch.equal(to_torch(after.tokens, torch.bfloat16), encoded)
-    ingestor.store.close()
+    store.close()
 
 
 def test_float16_storage_keeps_every_bfloat16_value():
@@ -66,4 +69,3 @@ def test_float16_storage_keeps_every_bfloat16_value():
     restored = from_storage(form.vectors.astype(np.float32), form.patch)
     assert np.array_equal(restored, exact)
     assert torch.equal(torch.from_numpy(restored).to(torch.bfloat16), values)
-

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
-from core.pages import InputError, count_pages, discover, render_pages, to_rgb
-
-from .conftest import page_image, write_pdf
+from core.errors import InputError
+from core.pages import count_pages, discover, render_pages, to_rgb
+from tests.helpers import page_image, write_pdf
 
 
 def test_discover_walks_folders_once_and_names_what_it_cannot_use(tmp_path):
@@ -18,8 +19,9 @@ def test_discover_walks_folders_once_and_names_what_it_cannot_use(tmp_path):
     write_pdf(tmp_path / "a" / "doc.pdf", [["y"]])
     (tmp_path / "a" / "readme.md").write_text("not a page")
     os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a folder loop is named, not followed
-    files, failures = discover([tmp_path, tmp_path / "a" / "doc.pdf", tmp_path / "missing.pdf",
-                                tmp_path / "a" / "readme.md"])
+    files, failures = discover(
+        [tmp_path, tmp_path / "a" / "doc.pdf", tmp_path / "missing.pdf", tmp_path / "a" / "readme.md"]
+    )
     assert sorted(f.name for f in files) == ["UPPER.PNG", "doc.pdf"]
     assert dict(failures) == {
         str(tmp_path / "missing.pdf"): "no such file or folder",
@@ -57,10 +59,10 @@ def test_an_empty_file_is_refused(tmp_path):
 
 
 def test_a_rasterizer_that_takes_too_long_fails_the_file_with_the_setting_named(tmp_path):
-    from core.pages import Limits
+    from core.pages import DEFAULT_LIMITS
 
     pdf = write_pdf(tmp_path / "slow.pdf", [["one"], ["two"]])
-    hurried = Limits(raster_timeout=0.001)
+    hurried = replace(DEFAULT_LIMITS, raster_timeout=0.001)
     with pytest.raises(InputError, match=r"reading the PDF timed out after 0.001 s \(TOKENDIRECT_RASTER_TIMEOUT\)"):
         count_pages(pdf, hurried)
     with pytest.raises(InputError, match=r"rasterizing pages 1-2 timed out after 0.001 s"):

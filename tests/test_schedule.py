@@ -18,14 +18,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from core.pages import count_pages, file_digest, point_id
 from core.store import EdgeStore
-from ingest import CRASH_ENV, RUN_LOG, Ingestor
-
-from .conftest import page_image
-from .test_cli import CLI, cli_env, run_cli, usage_error
-
-SMALL = (300, 400)  # below the 768 px tile size: one global view, 257 tokens, the cheapest page to encode
+from ingest import Ingestor
+from ingest.hooks import CRASH_ENV
+from ingest.runlog import RUN_LOG
+from tests.helpers import CLI, SMALL, cli_env, page_image, run_cli, usage_error
 
 
 def small_pdf(path: Path, texts: list[str]) -> Path:
@@ -83,11 +83,8 @@ def env_for(model_dir: Path, data: Path, **extra) -> dict[str, str]:
 
 def ingest(settings, *paths, prune: bool = False) -> dict:
     """A run through the Python API in this process (the model is loaded once for the whole suite)."""
-    ingestor = Ingestor.from_settings(settings)
-    try:
+    with Ingestor.from_settings(settings) as ingestor:
         return ingestor.ingest(paths, prune=prune).to_dict()
-    finally:
-        ingestor.store.close()
 
 
 def killed(args, env, cwd, stage: str) -> subprocess.CompletedProcess:
@@ -96,10 +93,9 @@ def killed(args, env, cwd, stage: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_killed_after_a_write_is_completed_by_the_next_run_then_moves_and_prunes(tmp_path, tiny_model_dir, settings):
+def test_a_run_killed_after_a_write_is_completed_by_the_next(tmp_path, tiny_model_dir, settings):
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
-    env = env_for(tiny_model_dir, data)
-    killed([folder], env, tmp_path, "after_upsert:2")
+    killed([folder], env_for(tiny_model_dir, data), tmp_path, "after_upsert:2")
     before = stored(data)
     assert 0 < len(before) < 6 and before.keys() <= expected_ids(folder)
 
@@ -109,17 +105,19 @@ def test_killed_after_a_write_is_completed_by_the_next_run_then_moves_and_prunes
     assert after.keys() == expected_ids(folder)
     assert_whole(after)
     assert report["pages_added"] == 6 - len(before) and report["pages_skipped"] == len(before)
-
     # The killed run's lock named a process that is gone; the next run took over, and the run log has both.
     lines = [json.loads(line) for line in (data / RUN_LOG).read_text().splitlines()]
     assert [line["status"] for line in lines] == ["ok"]  # the killed run could not write its line
     assert lines[0]["pages_added"] == report["pages_added"]
 
-    # A moved file keeps its pages (no re-encoding); a deleted one goes with --prune, and only then.
+
+def test_a_moved_file_keeps_its_pages_and_a_deleted_one_goes_only_with_prune(tmp_path, settings):
+    folder, data = make_folder(tmp_path / "docs"), settings.data_dir
+    ingest(settings, folder)
     (folder / "c.tiff").rename(folder / "c-moved.tiff")
     (folder / "b.png").unlink()
     report = ingest(settings, folder)
-    assert report["pages_added"] == 0 and report["failures"] == []
+    assert report["pages_added"] == 0 and report["failures"] == []  # no re-encoding
     assert len(stored(data)) == 6 and report["documents_pruned"] == []
     report = ingest(settings, folder, prune=True)
     assert report["pages_added"] == 0 and report["failures"] == []
@@ -128,22 +126,22 @@ def test_killed_after_a_write_is_completed_by_the_next_run_then_moves_and_prunes
     assert after.keys() == expected_ids(folder)
     assert {Path(p["source"]).name for p in after.values()} == {"a.pdf", "c-moved.tiff"}
 
-    # Touched, same bytes: nothing is stored again, and the new mtime is recorded so the next run skips it unread.
+
+def test_a_touched_file_is_not_stored_again_and_its_new_mtime_is_recorded(tmp_path, settings):
+    folder, data = make_folder(tmp_path / "docs"), settings.data_dir
+    ingest(settings, folder)
     os.utime(folder / "a.pdf", ns=(1_000_000_000, 1_000_000_000))
     report = ingest(settings, folder)
     assert report["pages_added"] == 0
-    assert report["documents_skipped"] == [str(folder / "a.pdf"), str(folder / "c-moved.tiff")]
+    assert report["documents_skipped"] == [str(folder / name) for name in ("a.pdf", "b.png", "c.tiff")]
     assert {p["file_mtime_ns"] for p in stored(data).values() if Path(p["source"]).name == "a.pdf"} == {1_000_000_000}
-    assert len((data / RUN_LOG).read_text().splitlines()) == 4
+    assert len((data / RUN_LOG).read_text().splitlines()) == 2
 
 
-def test_unfinished_document_of_a_changed_file_is_removed_and_updates_never_leave_a_gap(
-    tmp_path, tiny_model_dir, settings
-):
+def test_an_unfinished_document_of_a_changed_file_is_cleaned(tmp_path, tiny_model_dir, settings):
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
-    env = env_for(tiny_model_dir, data)
     old_a = file_digest(folder / "a.pdf")
-    killed([folder], env, tmp_path, "before_upsert:2")  # a.pdf half stored: pages 1 and 2 of 3
+    killed([folder], env_for(tiny_model_dir, data), tmp_path, "before_upsert:2")  # a.pdf: pages 1 and 2 of 3
     assert {p["doc_id"] for p in stored(data).values()} == {old_a}
 
     small_pdf(folder / "a.pdf", ["alpha, second edition", "new page two", "new three"])  # changed meanwhile
@@ -152,9 +150,14 @@ def test_unfinished_document_of_a_changed_file_is_removed_and_updates_never_leav
     assert stored(data).keys() == expected_ids(folder)
     assert [Path(p).name for p in report["documents_cleaned"]] == ["a.pdf"]
 
-    # An update killed after the new version is whole but before the old one goes: both are whole, never neither.
+
+def test_an_update_never_leaves_a_gap(tmp_path, tiny_model_dir, settings):
+    """An update killed after the new version is whole but before the old one goes: both are whole, never neither;
+    the next run ends the update."""
+    folder, data = make_folder(tmp_path / "docs"), settings.data_dir
+    ingest(settings, folder)
     small_tiff(folder / "c.tiff", ["charlie revised", "two", "and three"])
-    killed([folder], env, tmp_path, "before_delete:1")
+    killed([folder], env_for(tiny_model_dir, data), tmp_path, "before_delete:1")
     between = stored(data)
     assert_whole(between)
     assert expected_ids(folder) <= between.keys() and len(between) == 7 + 2  # c.tiff: 3 new pages, 2 old
@@ -166,16 +169,9 @@ def test_unfinished_document_of_a_changed_file_is_removed_and_updates_never_leav
 
 
 def test_killed_at_a_moment_chosen_by_time(tmp_path, tiny_model_dir, settings):
+    """SIGKILL 0.7 s after the first page write begins, wherever the run then is."""
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
-    env = env_for(tiny_model_dir, data)
-    proc = subprocess.Popen([*CLI, "ingest", str(folder)], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
-    lock = data / "qdrant" / "pages.lock"
-    deadline = time.monotonic() + 60
-    while not lock.exists() and time.monotonic() < deadline:  # the first page write is under way
-        time.sleep(0.02)
-    time.sleep(0.7)
-    proc.kill()
-    proc.wait()
+    killed([folder], env_for(tiny_model_dir, data), tmp_path, "before_upsert:1+0.7")
     report = ingest(settings, folder)
     assert report["failures"] == []
     assert stored(data).keys() == expected_ids(folder)
@@ -183,35 +179,42 @@ def test_killed_at_a_moment_chosen_by_time(tmp_path, tiny_model_dir, settings):
 
 
 def test_one_writer_and_searches_while_an_ingest_runs(tmp_path, tiny_model_dir):
+    """The first ingest pauses after its first write (a test hook) and stays paused while a second ingest is refused
+    and a search runs; then it goes on and finishes."""
     folder, data = tmp_path / "docs", tmp_path / "data"
     folder.mkdir()
-    small_pdf(folder / "long.pdf", [f"page {k}" for k in range(1, 17)])
-    env = env_for(tiny_model_dir, data)
+    small_pdf(folder / "long.pdf", [f"page {k}" for k in range(1, 9)])
+    env = env_for(tiny_model_dir, data, TOKENDIRECT_PAUSE_AT="after_write:1")
     first = subprocess.Popen(
-        [*CLI, "ingest", str(folder), "--json"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*CLI, "ingest", str(folder), "--json"],
+        env=env,
+        cwd=tmp_path,
         text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
-        shard = data / "qdrant" / "pages" / "edge_config.json"
-        deadline = time.monotonic() + 60
-        while not shard.exists() and time.monotonic() < deadline:  # the first batch is stored
-            time.sleep(0.05)
-        busy = subprocess.Popen(
-            [*CLI, "ingest", str(folder), "--wait", "0.5"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
-        )
-        search = run_cli(["search", "page 3", "--json"], env, tmp_path)
-        assert first.poll() is None, "the ingest ended before the search ran: make its document longer"
-        busy_err = busy.communicate(timeout=300)[1]
+        for line in first.stderr:
+            if line.startswith("paused at after_write"):
+                break
+        else:
+            pytest.fail("the first ingest ended without pausing")
+        resume = {k: v for k, v in env.items() if k != "TOKENDIRECT_PAUSE_AT"}
+        busy = run_cli(["ingest", str(folder), "--wait", "0.5"], resume, tmp_path)
+        search = run_cli(["search", "page 3", "--json"], resume, tmp_path)
+        assert first.poll() is None  # still paused: both ran while it held the writer lock
+        first.stdin.write("\n")
+        first.stdin.flush()
         out, err = first.communicate(timeout=300)
     finally:
         first.kill()
-    assert busy.returncode == 2, busy_err
-    message = next(line for line in busy_err.splitlines() if line.startswith("error:"))
+    message = usage_error(busy)
     assert "another ingest" in message and f"pid {first.pid}" in message and "--wait" in message
     assert search.returncode == 0, search.stderr
     assert json.loads(search.stdout)["hits"]
     assert first.returncode == 0, err
-    assert json.loads(out)["pages_added"] == 16
+    assert json.loads(out)["pages_added"] == 8
     assert stored(data).keys() == expected_ids(folder)
     log = [json.loads(line) for line in (data / RUN_LOG).read_text().splitlines()]
     assert sorted(line["status"] for line in log) == ["busy", "ok"]
@@ -236,7 +239,7 @@ def test_ingest_waits_for_the_writer_lock_and_takes_over_a_dead_holders_lock(tmp
     assert taken.stale is not None and taken.stale.pid == 999999
     assert read_holder(lock_path).pid == os.getpid()
     taken.release()
-    ingestor.store.close()
+    ingestor.close()
 
 
 def test_a_command_that_cannot_get_the_shard_in_time_names_the_holder(tmp_path, tiny_model_dir, settings):
@@ -289,7 +292,7 @@ def test_odd_names_are_stored_and_unreadable_files_named(tmp_path, settings):
             if unprivileged:
                 os.seteuid(0)
                 os.setegid(0)
-            ingestor.store.close()
+            ingestor.close()
         assert [(Path(f["path"]).name, f["reason"]) for f in report["failures"]] == [
             ("secret.png", "PermissionError: Permission denied")
         ]
@@ -311,18 +314,25 @@ def test_a_holder_that_keeps_the_shard_gives_it_up_when_asked(tmp_path):
     store.bind(ModelIdentity("m", "r", 8))
     store.close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sys, time\n"
-            "from core.store import EdgeStore\n"
-            f"s = EdgeStore({str(path)!r}, 'pages'); s.keep_open = True\n"
-            "with s.window(): s.count()\n"
-            "print('holding', flush=True)\n"
-            "end = time.monotonic() + 30\n"
-            "while s._shard is not None and time.monotonic() < end:\n"
-            "    s.yield_if_wanted(); time.sleep(0.1)\n"
-            "print('yielded' if s._shard is None else 'kept', flush=True)\n"
-        )],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "from core.store import EdgeStore\n"
+                f"s = EdgeStore({str(path)!r}, 'pages')\n"
+                "with s.holding():\n"
+                "    with s.window(): s.count()\n"
+                "    print('holding', flush=True)\n"
+                "    end = time.monotonic() + 30\n"
+                "    while s.is_open and time.monotonic() < end:\n"
+                "        s.yield_if_wanted(); time.sleep(0.1)\n"
+                "    print('kept' if s.is_open else 'yielded', flush=True)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     try:
         assert holder.stdout.readline().strip() == "holding"

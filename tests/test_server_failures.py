@@ -20,12 +20,12 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from core.store import ClientStore, PagePoint, StoreError
+from core.errors import StoreError
+from core.model import OcrModel
+from core.store import ClientStore, PagePoint, open_store
 from decode import Decoder
 from ingest import Ingestor
-
-from .conftest import page_image
-from .test_cli import MISSING_POINT, cli_env, run_cli, usage_error
+from tests.helpers import MISSING_POINT, cli_env, page_image, run_cli, usage_error
 
 HANG_S = 10  # how long a hanging stand-in holds a request (the clients under test give up after 1 s)
 
@@ -127,8 +127,14 @@ def server_env(tiny_model_dir, tmp_path, url: str, **extra: str) -> dict[str, st
 
 
 def args_for(command: str, page_file, tmp_path) -> list:
-    return {"ingest": [page_file], "search": ["x"], "decode": [MISSING_POINT], "info": [],
-            "export": [tmp_path / "out.zip"], "import": [tmp_path / "in.zip"]}[command]
+    return {
+        "ingest": [page_file],
+        "search": ["x"],
+        "decode": [MISSING_POINT],
+        "info": [],
+        "export": [tmp_path / "out.zip"],
+        "import": [tmp_path / "in.zip"],
+    }[command]
 
 
 def assert_nothing_written(tmp_path) -> None:
@@ -152,16 +158,18 @@ def test_a_server_that_is_down_is_one_clear_error(command, tiny_model_dir, tmp_p
 
 def test_a_server_that_is_down_over_rest_too(tiny_model_dir, tmp_path):
     url = f"http://127.0.0.1:{closed_port()}"
-    line = usage_error(run_cli(["info"], server_env(tiny_model_dir, tmp_path, url, TOKENDIRECT_QDRANT_GRPC_PORT="0"),
-                               tmp_path))
+    line = usage_error(
+        run_cli(["info"], server_env(tiny_model_dir, tmp_path, url, TOKENDIRECT_QDRANT_GRPC_PORT="0"), tmp_path)
+    )
     assert f"cannot reach the Qdrant server at {url} (ConnectError" in line and "Connection refused" in line, line
 
 
 @pytest.mark.parametrize("status,command", [(401, "info"), (403, "ingest")])
 def test_a_wrong_api_key_over_rest_is_refused(status, command, tiny_model_dir, tmp_path, page_file):
     with FakeRest(lambda *_: status, error="Invalid api-key") as server:
-        env = server_env(tiny_model_dir, tmp_path, server.url, TOKENDIRECT_QDRANT_GRPC_PORT="0",
-                         TOKENDIRECT_QDRANT_API_KEY="wrong")
+        env = server_env(
+            tiny_model_dir, tmp_path, server.url, TOKENDIRECT_QDRANT_GRPC_PORT="0", TOKENDIRECT_QDRANT_API_KEY="wrong"
+        )
         line = usage_error(run_cli([command, *args_for(command, page_file, tmp_path)], env, tmp_path))
     assert f"refused the API key (HTTP {status})" in line and "TOKENDIRECT_QDRANT_API_KEY" in line, line
     assert server.writes() == 0
@@ -170,8 +178,13 @@ def test_a_wrong_api_key_over_rest_is_refused(status, command, tiny_model_dir, t
 
 def test_a_wrong_api_key_over_grpc_is_refused(tiny_model_dir, tmp_path):
     with FakeGrpc(grpc.StatusCode.PERMISSION_DENIED) as server:
-        env = server_env(tiny_model_dir, tmp_path, f"http://127.0.0.1:{closed_port()}",
-                         TOKENDIRECT_QDRANT_GRPC_PORT=str(server.port), TOKENDIRECT_QDRANT_API_KEY="wrong")
+        env = server_env(
+            tiny_model_dir,
+            tmp_path,
+            f"http://127.0.0.1:{closed_port()}",
+            TOKENDIRECT_QDRANT_GRPC_PORT=str(server.port),
+            TOKENDIRECT_QDRANT_API_KEY="wrong",
+        )
         line = usage_error(run_cli(["search", "x"], env, tmp_path))
     assert "refused the API key (gRPC PERMISSION_DENIED)" in line, line
 
@@ -190,8 +203,9 @@ def test_a_server_that_does_not_answer_times_out(transport, tiny_model_dir, tmp_
     with fake:
         url = fake.url if transport == "rest" else f"http://127.0.0.1:{closed_port()}"
         port = "0" if transport == "rest" else str(fake.port)
-        env = server_env(tiny_model_dir, tmp_path, url, TOKENDIRECT_QDRANT_GRPC_PORT=port,
-                         TOKENDIRECT_QDRANT_TIMEOUT="1")
+        env = server_env(
+            tiny_model_dir, tmp_path, url, TOKENDIRECT_QDRANT_GRPC_PORT=port, TOKENDIRECT_QDRANT_TIMEOUT="1"
+        )
         started = time.monotonic()
         line = usage_error(run_cli(["info"], env, tmp_path))
     assert time.monotonic() - started < HANG_S
@@ -247,8 +261,9 @@ def test_a_refused_write_is_not_retried():
 
 def test_a_write_that_cannot_reach_grpc_is_retried_then_reported():
     with FakeGrpc(grpc.StatusCode.UNAVAILABLE) as server:
-        client = QdrantClient(url="http://127.0.0.1:1", grpc_port=server.port, prefer_grpc=True, timeout=5,
-                              check_compatibility=False)
+        client = QdrantClient(
+            url="http://127.0.0.1:1", grpc_port=server.port, prefer_grpc=True, timeout=5, check_compatibility=False
+        )
         store = ClientStore(client, "pages", "http://127.0.0.1:1", timeout=5, grpc_port=server.port)
         store.retry_attempts, store.retry_delay = 3, 0.01
         with pytest.raises(StoreError, match=r"over gRPC .*\(3 attempts\)"):
@@ -262,20 +277,19 @@ def test_a_write_that_cannot_reach_grpc_is_retried_then_reported():
 def test_decoding_works_when_the_preview_cannot_be_saved(settings, page_file, caplog):
     """A read-only API key answers writes with 403: the decode still returns its text."""
     memory = settings.model_copy(update={"qdrant_url": ":memory:"})
-    ingestor = Ingestor.from_settings(memory)
-    ingestor.ingest([page_file])
-    store = ingestor.store
+    model = OcrModel.from_settings(memory)
+    store = open_store(memory)
+    Ingestor(model, store, memory).ingest([page_file])
     (pid,) = [p.point_id for batch in store.scroll(with_tokens=False) for p in batch]
 
     def read_only(*args, **kwargs):
         raise UnexpectedResponse(403, "Forbidden", b'{"status": {"error": "read-only api key"}}', None)
 
     store.client.set_payload = read_only  # what a server answers a read-only key
-    decoder = Decoder(ingestor.model, store, memory)
+    decoder = Decoder(model, store, memory)
     with caplog.at_level(logging.WARNING, logger="tokendirect.decode"):
         text = decoder.decode(pid)
     assert text
     assert "text_preview" not in store.get(pid, with_tokens=False).payload
     assert "the text preview was not saved" in caplog.text and "HTTP 403" in caplog.text
     store.close()
-

@@ -16,21 +16,17 @@ import numpy as np
 import pytest
 
 from config import Settings
+from core.errors import ModelMismatchError, StoreError
 from core.model import ModelIdentity
 from core.pages import point_id
-from core.pooling import maxsim, unit_length
-from core.store import (
-    INDEXED_FIELDS,
-    META_ID,
-    PATCH_FIELD,
-    SCHEMA_VERSION,
-    ModelMismatchError,
-    PagePoint,
-    SearchLayout,
-    StoreError,
-    open_store,
-    to_storage,
-)
+from core.pooling import maxsim
+from core.store import PagePoint, SearchLayout, open_store
+from core.store.record import META_ID, SCHEMA_VERSION
+from core.store.schema import INDEXED_FIELDS
+from core.store.storage import PATCH_FIELD, to_storage
+from core.tensors import unit_length
+from search.plan import search
+from tests.helpers import bfloat16_tokens
 
 DIM = 32
 IDENTITY = ModelIdentity("test/contract-model", "rev-a", DIM)
@@ -42,21 +38,22 @@ NO_SERVER = (
 )
 
 
-def bfloat16_values(rng: np.random.Generator, rows: int) -> np.ndarray:
-    """What the encoder produces: bfloat16 values (float32 with the low 16 bits cleared)."""
-    x = rng.normal(scale=2.0, size=(rows, DIM)).astype(np.float32)
-    return (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
-
-
 def make_pages() -> list[PagePoint]:
     rng = np.random.default_rng(7)
     pages = []
     for doc_id, rows in DOCS.items():
         for number, n in enumerate(rows, 1):
-            tokens = bfloat16_values(rng, n)
-            payload = {"doc_id": doc_id, "source": f"/docs/{doc_id}.pdf", "file_name": f"{doc_id}.pdf",
-                       "page": number, "pages": len(rows), "n_tokens": n, "model": IDENTITY.model,
-                       "ingested_at": "2026-05-04T03:02:01+00:00"}
+            tokens = bfloat16_tokens(rng, n, DIM)
+            payload = {
+                "doc_id": doc_id,
+                "source": f"/docs/{doc_id}.pdf",
+                "file_name": f"{doc_id}.pdf",
+                "page": number,
+                "pages": len(rows),
+                "n_tokens": n,
+                "model": IDENTITY.model,
+                "ingested_at": "2026-05-04T03:02:01+00:00",
+            }
             pages.append(PagePoint(point_id(doc_id, number), payload, tokens))
     # float16 cannot hold these (too small, too large): they must come back all the same
     pages[0].tokens[0, :3] = [3.0517578125e-05 / 4, -1.1920929e-07, 70144.0]
@@ -69,18 +66,21 @@ PAGES = make_pages()
 @pytest.fixture(params=["edge", "memory", "server"])
 def engine(request, tmp_path) -> Settings:
     """Settings naming one engine and a fresh collection."""
-    s = Settings(data_dir=tmp_path / "data", collection=f"contract-{uuid.uuid4().hex[:12]}",
-                 qdrant_url=None, qdrant_api_key=None)
+    s = Settings(
+        data_dir=tmp_path / "data", collection=f"contract-{uuid.uuid4().hex[:12]}", qdrant_url=None, qdrant_api_key=None
+    )
     if request.param == "memory":
         s = s.model_copy(update={"qdrant_url": ":memory:"})
     elif request.param == "server":
         if not SERVER_URL.startswith(("http://", "https://")):
             pytest.skip(NO_SERVER)
-        s = s.model_copy(update={
-            "qdrant_url": SERVER_URL,
-            "qdrant_api_key": os.environ.get("TOKENDIRECT_QDRANT_API_KEY"),
-            "qdrant_grpc_port": int(os.environ.get("TOKENDIRECT_QDRANT_GRPC_PORT", "6334")),
-        })
+        s = s.model_copy(
+            update={
+                "qdrant_url": SERVER_URL,
+                "qdrant_api_key": os.environ.get("TOKENDIRECT_QDRANT_API_KEY"),
+                "qdrant_grpc_port": int(os.environ.get("TOKENDIRECT_QDRANT_GRPC_PORT", "6334")),
+            }
+        )
     yield s
     if request.param == "server":
         with open_store(s) as leftover:
@@ -162,16 +162,16 @@ def test_existing_and_retrieve_name_only_stored_pages(filled):
 
 def test_search_ranks_a_page_first_by_its_own_tokens(filled):
     for page in PAGES:
-        hits = filled.search(page.tokens, limit=10)
+        hits = search(filled, page.tokens, limit=10)
         assert len(hits) == len(PAGES)  # every page once; the record is never a hit
         assert hits[0].point_id == page.point_id
         # MaxSim over unit-length tokens: each of the page's own tokens scores 1 against itself
         assert hits[0].score == pytest.approx(page.tokens.shape[0], rel=1e-2)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert all(PATCH_FIELD not in h.payload and h.tokens is None for h in hits)
-    only_b = filled.search(PAGES[0].tokens, limit=10, doc_id="doc-b")
+    only_b = search(filled, PAGES[0].tokens, limit=10, doc_id="doc-b")
     assert sorted(h.payload["page"] for h in only_b) == [1, 2] and {h.payload["doc_id"] for h in only_b} == {"doc-b"}
-    assert filled.search(PAGES[0].tokens, limit=10, doc_id="no-such-doc") == []
+    assert search(filled, PAGES[0].tokens, limit=10, doc_id="no-such-doc") == []
 
 
 def test_count_and_documents(filled):
@@ -251,7 +251,7 @@ def test_drop_removes_the_collection(filled, engine):
 
 def test_a_collection_whose_record_cannot_be_written_is_not_left_behind(store):
     broken = ModelIdentity(IDENTITY.model, object(), DIM)  # the engine cannot serialize the record
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever each engine raises for a value it cannot serialize
         store.bind(broken)
     assert store.record() is None  # the collection made a moment before was removed again
     store.bind(IDENTITY)
@@ -289,15 +289,15 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
         store.optimize()
         for i in range(0, len(pages), 5):
             query = pages[i].tokens[rng.choice(len(pages[i].tokens), 12, replace=False)]
-            fast = store.search(query, limit=6)  # the query's topic: 6 pages
-            exact = store.search(query, limit=6, exact=True)
+            fast = search(store, query, limit=6)  # the query's topic: 6 pages
+            exact = search(store, query, limit=6, exact=True)
             assert [h.point_id for h in fast] == [h.point_id for h in exact]
             assert fast[0].point_id == pages[i].point_id
             assert [h.score for h in fast] == pytest.approx([h.score for h in exact], rel=1e-6)
             # the exact stage is MaxSim of unit-length tokens (float16), as numpy computes it
             truth = maxsim(unit_length(query), unit_length(pages[i].tokens).astype(np.float16))
             assert exact[0].score == pytest.approx(truth, rel=1e-3)
-        topic = store.search(pages[0].tokens[:6], limit=3, doc_id="topic-5")
+        topic = search(store, pages[0].tokens[:6], limit=3, doc_id="topic-5")
         assert {h.payload["doc_id"] for h in topic} == {"topic-5"} and len(topic) == 3
 
 
@@ -305,13 +305,16 @@ def test_exact_bypasses_the_fast_path(filled, engine):
     """A page whose tokens mostly point away from the query, holding the query's token exactly: its dense vector
     ranks it last, so only exact MaxSim over every page puts it first."""
     query = np.eye(DIM, dtype=np.float32)[:1]
-    contrary = PagePoint(point_id("contrary", 1), {"doc_id": "contrary", "source": "/c", "page": 1},
-                         np.concatenate([query, np.repeat(-query, 19, axis=0)]))
+    contrary = PagePoint(
+        point_id("contrary", 1),
+        {"doc_id": "contrary", "source": "/c", "page": 1},
+        np.concatenate([query, np.repeat(-query, 19, axis=0)]),
+    )
     with open_store(engine.model_copy(update={"prefetch_dense": 1, "prefetch_pooled": 1})) as shallow:
         shallow.upsert([contrary])
         shallow.optimize()
-        exact = shallow.search(query, limit=3, exact=True)
+        exact = search(shallow, query, limit=3, exact=True)
         assert exact[0].point_id == contrary.point_id and exact[0].score == pytest.approx(1.0, abs=1e-3)
-        fast = shallow.search(query, limit=3)
+        fast = search(shallow, query, limit=3)
         assert len(fast) == 3 and contrary.point_id not in {h.point_id for h in fast}
         assert all(np.isfinite(h.score) for h in fast)

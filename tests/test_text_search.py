@@ -6,14 +6,20 @@ tests at the end run the tiny model through ingest and search.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from cli.sample import write_text_pdf
+from core.errors import StoreError
+from core.model import ModelIdentity, OcrModel
 from core.pages import point_id
-from core.store import BM25, ModelIdentity, PagePoint, StoreError, open_store
+from core.store import PagePoint, open_store
+from core.store.schema import BM25
 from core.text import embed_document, embed_query, normalize, pdf_page_texts, text_fields
-from evaluation.sample import write_text_pdf
-from tests.conftest import write_pdf
+from search.plan import search
+from tests.helpers import page_image, write_pdf
 
 DIM = 16
 IDENTITY = ModelIdentity("test/text-model", "rev", DIM)
@@ -83,32 +89,32 @@ def test_documents_and_queries_share_one_tokenisation():
 
 
 def test_bm25_finds_the_page_holding_a_rare_word(store):
-    hits = store.search(None, 3, text="zymurgy", mode="text")
+    hits = search(store, None, 3, text_query="zymurgy", mode="text")
     assert pages_of(hits) == [1] and hits[0].signals == ["text"]
-    hits = store.search(None, 3, text="harbour winter", mode="text")
+    hits = search(store, None, 3, text_query="harbour winter", mode="text")
     assert sorted(pages_of(hits)) == [2, 4] and all(h.signals == ["text"] for h in hits)
-    assert store.search(None, 3, text="the and", mode="text") == []  # nothing to match
+    assert search(store, None, 3, text_query="the and", mode="text") == []  # nothing to match
     assert store.text_pages() == 3
 
 
 def test_a_page_without_text_is_found_visually(store):
     scan = PAGES[2]
-    hits = store.search(scan.tokens, 2, mode="visual")
+    hits = search(store, scan.tokens, 2, mode="visual")
     assert pages_of(hits)[0] == 3 and hits[0].signals == ["visual"]
     assert "text" not in hits[0].payload  # hits leave the page text out
-    hits = store.search(scan.tokens, 4, text="zymurgy", mode="hybrid")
+    hits = search(store, scan.tokens, 4, text_query="zymurgy", mode="hybrid")
     assert pages_of(hits)[:2] == [3, 1] or pages_of(hits)[:2] == [1, 3]
 
 
 def test_hybrid_returns_pages_found_by_either_signal(store):
     # The scanned page 3 is the visual match; the rare word is on page 1 only.
-    hits = store.search(PAGES[2].tokens, 2, text="zymurgy", mode="hybrid")
+    hits = search(store, PAGES[2].tokens, 2, text_query="zymurgy", mode="hybrid")
     found = {h.payload["page"]: h.signals for h in hits}
     assert found[3] == ["visual"]  # no text: visual alone found it
     assert "text" in found[1]
     assert hits[0].score >= hits[1].score
     # The visual signal sees every page (4 < its candidate pool); text only the pages with the word.
-    every = store.search(PAGES[2].tokens, 10, text="zymurgy", mode="hybrid")
+    every = search(store, PAGES[2].tokens, 10, text_query="zymurgy", mode="hybrid")
     assert sorted(pages_of(every)) == [1, 2, 3, 4]
     assert {h.payload["page"] for h in every if "text" in h.signals} == {1}
     assert all("visual" in h.signals for h in every)
@@ -116,10 +122,10 @@ def test_hybrid_returns_pages_found_by_either_signal(store):
 
 def test_rerank_orders_text_candidates_by_maxsim(store):
     query = PAGES[3].tokens  # page 4's own tokens
-    hits = store.search(query, 5, text="harbour", mode="rerank")
+    hits = search(store, query, 5, text_query="harbour", mode="rerank")
     assert pages_of(hits) == [4, 2]  # only the pages holding the word; page 4 matches the tokens best
     assert hits[0].signals == ["text", "visual"]
-    visual = {h.payload["page"]: h.score for h in store.search(query, 5, mode="visual")}
+    visual = {h.payload["page"]: h.score for h in search(store, query, 5, mode="visual")}
     assert [h.score for h in hits] == pytest.approx([visual[4], visual[2]], rel=1e-3)
 
 
@@ -127,27 +133,27 @@ def test_doc_filter_applies_to_every_mode(store):
     other = make_pages("doc-u")
     store.upsert(other)
     for mode in ("text", "hybrid", "rerank"):
-        hits = store.search(PAGES[0].tokens, 10, "doc-u", text="zymurgy", mode=mode)
+        hits = search(store, PAGES[0].tokens, 10, "doc-u", text_query="zymurgy", mode=mode)
         assert hits and {h.payload["doc_id"] for h in hits} == {"doc-u"}
 
 
 def test_decoded_text_makes_a_page_findable_by_words(store):
     scan = PAGES[2].point_id
-    assert store.search(None, 3, text="lighthouse", mode="text") == []
+    assert search(store, None, 3, text_query="lighthouse", mode="text") == []
     store.set_text(scan, "The lighthouse keeper's log", "decoded")
-    hits = store.search(None, 3, text="lighthouse", mode="text")
+    hits = search(store, None, 3, text_query="lighthouse", mode="text")
     assert [h.point_id for h in hits] == [scan]
     payload = store.get(scan, with_tokens=False).payload
     assert (payload["text"], payload["text_source"]) == ("The lighthouse keeper's log", "decoded")
     store.set_text(scan, None, None)  # the text goes, and BM25 no longer finds the page
-    assert store.search(None, 3, text="lighthouse", mode="text") == []
+    assert search(store, None, 3, text_query="lighthouse", mode="text") == []
 
 
 def test_unknown_modes_and_missing_tokens_are_refused(store):
     with pytest.raises(ValueError, match="unknown search mode 'fuzzy'"):
-        store.search(PAGES[0].tokens, 3, text="x", mode="fuzzy")
+        search(store, PAGES[0].tokens, 3, text_query="x", mode="fuzzy")
     with pytest.raises(ValueError, match="needs the query's tokens"):
-        store.search(None, 3, text="zymurgy", mode="hybrid")
+        search(store, None, 3, text_query="zymurgy", mode="hybrid")
 
 
 def test_a_collection_made_before_text_search_still_searches_visually(backend_settings):
@@ -164,10 +170,10 @@ def test_a_collection_made_before_text_search_still_searches_visually(backend_se
         s._bm25_known = False
         assert not s.has_text_index()
         s.upsert(PAGES)  # pages with text are still stored (the text in the payload only)
-        assert pages_of(s.search(PAGES[1].tokens, 1))[0] == 2
+        assert pages_of(search(s, PAGES[1].tokens, 1))[0] == 2
         for mode in ("text", "hybrid", "rerank"):
             with pytest.raises(StoreError, match="has no text index .* mode 'visual'"):
-                s.search(PAGES[1].tokens, 1, text="zymurgy", mode=mode)
+                search(s, PAGES[1].tokens, 1, text_query="zymurgy", mode=mode)
         assert s.text_pages() == 0
     finally:
         s.drop()
@@ -182,45 +188,59 @@ RARE = "zymurgy"
 @pytest.fixture
 def mixed_docs(tmp_path):
     """A born-digital two-page PDF (a text layer) and a scanned page (pixels only)."""
-    from tests.conftest import page_image
-
     folder = tmp_path / "mixed"
     folder.mkdir()
-    write_text_pdf(folder / "guide.pdf", [["Brewing guide", f"Notes on {RARE} and yeast."],
-                                          ["Harbour notes", "Ferry times change in winter."]])
+    write_text_pdf(
+        folder / "guide.pdf",
+        [["Brewing guide", f"Notes on {RARE} and yeast."], ["Harbour notes", "Ferry times change in winter."]],
+    )
     page_image(["Scanned letter", "Dear Sir"], size=(600, 600)).save(folder / "letter.png")
     return folder
 
 
-def test_ingest_stores_each_pages_text_and_counts_its_source(backend_settings, mixed_docs):
+@pytest.fixture
+def mixed(backend_settings, mixed_docs):
+    """The mixed documents ingested, and a searcher over them."""
     from ingest import Ingestor
     from search import Searcher
 
-    ingestor = Ingestor.from_settings(backend_settings)
-    try:
-        report = ingestor.ingest([mixed_docs])
-        assert report.ok and report.text_pages == {"pdf": 2, "decoded": 0, "none": 1}
-        store = ingestor.store
-        sources = {p.payload["file_name"]: p for batch in store.scroll(with_tokens=False) for p in batch}
-        assert sources["letter.png"].payload["text"] is None and sources["letter.png"].payload["text_source"] is None
-        assert store.text_pages() == 2
+    model = OcrModel.from_settings(backend_settings)
+    with open_store(backend_settings) as store:
+        report = Ingestor(model, store, backend_settings).ingest([mixed_docs])
+        yield SimpleNamespace(store=store, report=report, searcher=Searcher(model, store, backend_settings))
 
-        searcher = Searcher(ingestor.model, store, ingestor.settings)
-        assert searcher.default_mode() == "hybrid"
-        hits = searcher.search(RARE, top_k=3)  # hybrid: the text finds page 1, the visual signal sees every page
-        assert [h.mode for h in hits] == ["hybrid"] * 3 and len({h.point_id for h in hits}) == 3
-        by_page = {(h.source.rsplit("/", 1)[-1], h.page): h.signals for h in hits}
-        assert by_page[("guide.pdf", 1)] == ["visual", "text"]
-        assert by_page[("letter.png", 1)] == ["visual"]  # no text: found visually
-        text_hits = searcher.search(RARE, top_k=3, mode="text")
-        assert [(h.page, h.signals, h.query_tokens) for h in text_hits] == [(1, ["text"], 0)]
-        assert text_hits[0].source.endswith("guide.pdf")
-        rerank = searcher.search("ferry winter", top_k=3, mode="rerank")
-        assert [(h.page, h.signals) for h in rerank] == [(2, ["text", "visual"])]
-        with_tokens = searcher.search(RARE, top_k=3, mode="visual", tokens=searcher.encode_query(RARE))
-        assert [h.point_id for h in with_tokens] == [h.point_id for h in searcher.search(RARE, 3, mode="visual")]
-    finally:
-        ingestor.store.close()
+
+def test_ingest_stores_each_pages_text_and_counts_its_source(mixed):
+    assert mixed.report.ok and mixed.report.text_pages == {"pdf": 2, "decoded": 0, "none": 1}
+    sources = {p.payload["file_name"]: p for batch in mixed.store.scroll(with_tokens=False) for p in batch}
+    assert sources["letter.png"].payload["text"] is None and sources["letter.png"].payload["text_source"] is None
+    assert mixed.store.text_pages() == 2
+
+
+def test_hybrid_is_the_default_and_names_the_signals_that_found_each_hit(mixed):
+    assert mixed.searcher.default_mode() == "hybrid"
+    hits = mixed.searcher.search(RARE, top_k=3)  # hybrid: the text finds page 1, the visual signal sees every page
+    assert [h.mode for h in hits] == ["hybrid"] * 3 and len({h.point_id for h in hits}) == 3
+    by_page = {(h.source.rsplit("/", 1)[-1], h.page): h.signals for h in hits}
+    assert by_page[("guide.pdf", 1)] == ["visual", "text"]
+    assert by_page[("letter.png", 1)] == ["visual"]  # no text: found visually
+
+
+def test_text_mode_finds_the_page_by_its_text_layer(mixed):
+    text_hits = mixed.searcher.search(RARE, top_k=3, mode="text")
+    assert [(h.page, h.signals, h.query_tokens) for h in text_hits] == [(1, ["text"], 0)]
+    assert text_hits[0].source.endswith("guide.pdf")
+
+
+def test_rerank_keeps_the_text_candidates(mixed):
+    rerank = mixed.searcher.search("ferry winter", top_k=3, mode="rerank")
+    assert [(h.page, h.signals) for h in rerank] == [(2, ["text", "visual"])]
+
+
+def test_query_tokens_encoded_once_give_the_same_search(mixed):
+    searcher = mixed.searcher
+    with_tokens = searcher.search(RARE, top_k=3, mode="visual", tokens=searcher.encode_query(RARE))
+    assert [h.point_id for h in with_tokens] == [h.point_id for h in searcher.search(RARE, 3, mode="visual")]
 
 
 def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, mixed_docs):
@@ -229,37 +249,36 @@ def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, mixed_docs):
     from ingest import Ingestor
     from search import Searcher
 
-    ingestor = Ingestor.from_settings(settings.model_copy(update={"ocr_text": True}))
-    try:
-        report = ingestor.ingest([mixed_docs / "letter.png"])
+    s = settings.model_copy(update={"ocr_text": True})
+    model = OcrModel.from_settings(s)
+    with open_store(s) as store:
+        report = Ingestor(model, store, s).ingest([mixed_docs / "letter.png"])
         assert report.text_pages == {"pdf": 0, "decoded": 1, "none": 0}
-        [[page]] = list(ingestor.store.scroll(with_tokens=False))
+        [[page]] = list(store.scroll(with_tokens=False))
         # the text is what the decoder makes of the stored tokens (the tiny model's text means nothing)
-        decoded = normalize(Decoder(ingestor.model, ingestor.store, ingestor.settings).decode(page.point_id))
+        decoded = normalize(Decoder(model, store, s).decode(page.point_id))
         assert page.payload["text"] == decoded and page.payload["text_source"] == "decoded"
         word = max((w for w in decoded.split() if w.isalpha()), key=len)
-        hits = Searcher(ingestor.model, ingestor.store, ingestor.settings).search(word, 3, mode="text")
+        hits = Searcher(model, store, s).search(word, 3, mode="text")
         assert [h.point_id for h in hits] == [page.point_id]
-    finally:
-        ingestor.store.close()
 
 
 def test_hybrid_with_no_searchable_word_is_the_visual_ranking(store):
-    hybrid = store.search(PAGES[1].tokens, 4, text="the of", mode="hybrid")  # stop words only
-    visual = store.search(PAGES[1].tokens, 4, mode="visual")
+    hybrid = search(store, PAGES[1].tokens, 4, text_query="the of", mode="hybrid")  # stop words only
+    visual = search(store, PAGES[1].tokens, 4, mode="visual")
     assert [h.point_id for h in hybrid] == [h.point_id for h in visual]
     assert all(h.signals == ["visual"] for h in hybrid)
 
 
 def test_an_imported_collection_searches_by_text_too(store, backend_settings, tmp_path):
     """export/import carries the page text in the payload; the target rebuilds the BM25 vectors from it."""
-    from core.transfer import export_collection, import_collection
+    from core.store.transfer import export_collection, import_collection
 
     export_collection(store, tmp_path / "pages.zip", 2)
     with open_store(backend_settings.model_copy(update={"collection": "text-imported"})) as target:
         try:
             import_collection(target, tmp_path / "pages.zip")
             assert target.text_pages() == 3
-            assert pages_of(target.search(None, 3, text="zymurgy", mode="text")) == [1]
+            assert pages_of(search(target, None, 3, text_query="zymurgy", mode="text")) == [1]
         finally:
             target.drop()

@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 
 from config import Settings
-from core.model import ModelIdentity
+from core.errors import ModelMismatchError, TransferError
+from core.model import ModelIdentity, OcrModel
 from core.pages import point_id
-from core.store import ModelMismatchError, PagePoint, open_store, to_storage
-from core.transfer import ExportFile, TransferError, export_collection, import_collection
+from core.store import PagePoint, open_store
+from core.store.storage import to_storage
+from core.store.transfer import ExportFile, export_collection, import_collection
 from ingest import Ingestor
-
-from .test_cli import cli_env, make_docs, ok_json, run_cli, usage_error
+from search.plan import search
+from tests.helpers import cli_env, make_docs, ok_json, run_cli, usage_error
 
 
 def every_page(store) -> dict[str, PagePoint]:
@@ -43,11 +45,18 @@ def assert_same_pages(store, source: dict[str, PagePoint]) -> None:
 @pytest.fixture(scope="module")
 def src(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("transfer")
-    settings = Settings(model=str(tiny_model_dir), data_dir=root / "src", device="cpu", batch_size=2,
-                        qdrant_url=None, qdrant_api_key=None)
-    ingestor = Ingestor.from_settings(settings)
-    assert ingestor.ingest([make_docs(root / "docs")]).pages_added == 5
-    store = ingestor.store
+    settings = Settings(
+        model=str(tiny_model_dir),
+        data_dir=root / "src",
+        device="cpu",
+        batch_size=2,
+        qdrant_url=None,
+        qdrant_api_key=None,
+    )
+    store = open_store(settings)
+    assert (
+        Ingestor(OcrModel.from_settings(settings), store, settings).ingest([make_docs(root / "docs")]).pages_added == 5
+    )
     # One more page whose tokens float16 cannot hold everywhere: the patch has to travel too.
     tokens = every_page(store)[point_id(next(iter(store.documents())), 1)].tokens.copy()
     tokens[0, :3] = [1e-7, -3e-6, 70144.0]
@@ -59,8 +68,9 @@ def src(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     file = root / "pages.zip"
     report = export_collection(store, file, batch_size=4)
     store.close()
-    return SimpleNamespace(root=root, settings=settings, pages=pages, record=record, identity=identity,
-                           file=file, report=report)
+    return SimpleNamespace(
+        root=root, settings=settings, pages=pages, record=record, identity=identity, file=file, report=report
+    )
 
 
 def fresh(src, name: str, **update) -> Settings:
@@ -82,7 +92,8 @@ def test_embedded_to_server_mode_and_back_keeps_every_token(src):
         assert report.target_points == 6 and report.digest == src.report.digest
         assert_same_pages(server, src.pages)
         assert {k: server.record()[k] for k in ("model", "revision", "dim")} == {
-            k: src.record[k] for k in ("model", "revision", "dim")}
+            k: src.record[k] for k in ("model", "revision", "dim")
+        }
         back_file = src.root / "from-server.zip"
         back = export_collection(server, back_file)
         assert back.points == 6 and back.digest == src.report.digest
@@ -94,8 +105,8 @@ def test_embedded_to_server_mode_and_back_keeps_every_token(src):
         # The ranking vectors were derived again from the same tokens: search gives what it gave before.
         query = src.pages[point_id("patched", 1)].tokens
         with open_store(src.settings) as original:
-            before = [(h.point_id, h.score) for h in original.search(query, 6)]
-        assert [(h.point_id, h.score) for h in embedded.search(query, 6)] == before
+            before = [(h.point_id, h.score) for h in search(original, query, 6)]
+        assert [(h.point_id, h.score) for h in search(embedded, query, 6)] == before
 
 
 def test_importing_again_changes_nothing(src):
@@ -126,12 +137,15 @@ def rewrite(source: Path, target: Path, change) -> Path:
     return target
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("tokens", "tokens of page .* do not match"),
-    ("manifest", "incomplete"),
-    ("batch", "damaged"),
-    ("format", "not a token-direct export"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("tokens", "tokens of page .* do not match"),
+        ("manifest", "incomplete"),
+        ("batch", "damaged"),
+        ("format", "not a token-direct export"),
+    ],
+)
 def test_a_damaged_file_is_refused_before_anything_is_written(src, tmp_path, damage, message):
     def change(name: str, data: bytes):
         if damage == "tokens" and name == "points/000001.f16":
@@ -156,8 +170,9 @@ def test_a_damaged_file_is_refused_before_anything_is_written(src, tmp_path, dam
 def test_export_and_import_on_the_command_line(src, tiny_model_dir):
     shutil.copytree(src.settings.data_dir, src.root / "cli-src")
     out = src.root / "cli.zip"
-    exported = ok_json(run_cli(["export", out, "--json", "--batch-size", "5"],
-                               cli_env(tiny_model_dir, src.root / "cli-src"), src.root))
+    exported = ok_json(
+        run_cli(["export", out, "--json", "--batch-size", "5"], cli_env(tiny_model_dir, src.root / "cli-src"), src.root)
+    )
     assert (exported["points"], exported["batches"], exported["verified"]) == (6, 2, True)
     assert exported["digest"] == src.report.digest and exported["bytes"] == out.stat().st_size
 

@@ -22,18 +22,16 @@ from typing import Iterator
 
 import numpy as np
 
-from core.model import ModelIdentity
-from core.store import PagePoint, PageStore, StoreError, from_storage, to_storage
+from core.errors import StoreError, TransferError
+from core.store.base import PageStore
+from core.store.record import built_with
+from core.store.storage import PagePoint, from_storage, to_storage
 
 FORMAT = "token-direct-export"
 VERSION = 1
 # Pages per batch. A full-size page is 2.9 MB as float16, but the engines hand tokens back as Python lists,
 # about 45 MB per page while a batch is converted: keep batches small.
 DEFAULT_BATCH = 4
-
-
-class TransferError(StoreError):
-    """The file cannot be written or read as an export, or a move could not be completed."""
 
 
 def token_digest(tokens: np.ndarray) -> str:
@@ -97,8 +95,13 @@ def export_collection(store: PageStore, path: str | Path, batch_size: int = DEFA
                     digest = token_digest(p.tokens)
                     digests.update(digest.encode())
                     entries.append(
-                        {"id": p.point_id, "payload": p.payload, "rows": int(p.tokens.shape[0]),
-                         "patch": form.patch or None, "sha256": digest}
+                        {
+                            "id": p.point_id,
+                            "payload": p.payload,
+                            "rows": int(p.tokens.shape[0]),
+                            "patch": form.patch or None,
+                            "sha256": digest,
+                        }
                     )
                     vectors.append(form.vectors)
                 name = f"points/{batches:06d}"
@@ -107,8 +110,9 @@ def export_collection(store: PageStore, path: str | Path, batch_size: int = DEFA
                 zf.writestr(f"{name}.f16", np.concatenate(vectors).astype("<f2").tobytes(), zipfile.ZIP_STORED)
                 points += len(batch)
                 batches += 1
-            zf.writestr("manifest.json", json.dumps({"points": points, "batches": batches,
-                                                     "digest": digests.hexdigest()}))
+            zf.writestr(
+                "manifest.json", json.dumps({"points": points, "batches": batches, "digest": digests.hexdigest()})
+            )
         # Read the file back: each page's tokens must match the digest taken from the store.
         with ExportFile(partial) as written:
             if written.points != points or sum(len(b) for b in written.pages()) != points:
@@ -126,8 +130,14 @@ def export_collection(store: PageStore, path: str | Path, batch_size: int = DEFA
         partial.unlink(missing_ok=True)
         raise
     return ExportReport(
-        file=str(path), collection=store.collection, model=record["model"], points=points, batches=batches,
-        bytes=path.stat().st_size, digest=digests.hexdigest(), verified=True,
+        file=str(path),
+        collection=store.collection,
+        model=record["model"],
+        points=points,
+        batches=batches,
+        bytes=path.stat().st_size,
+        digest=digests.hexdigest(),
+        verified=True,
     )
 
 
@@ -149,7 +159,7 @@ class ExportFile:
         except (OSError, zipfile.BadZipFile, ValueError) as exc:
             raise TransferError(f"cannot read {self.path} as an export: {exc}") from None
         self.record = header["record"]
-        self.identity = ModelIdentity(self.record["model"], self.record["revision"], int(self.record["dim"]))
+        self.identity = built_with(self.record)
         self.points = int(manifest["points"])
         self.batches = int(manifest["batches"])
         self.digest = manifest["digest"]
@@ -214,8 +224,11 @@ def import_collection(store: PageStore, path: str | Path) -> ImportReport:
         if checked != export.points:
             raise TransferError(f"{export.path} holds {checked} pages, its manifest says {export.points}")
         report = ImportReport(
-            file=str(export.path), collection=store.collection, model=export.identity.model,
-            points=export.points, digest=export.digest,
+            file=str(export.path),
+            collection=store.collection,
+            model=export.identity.model,
+            points=export.points,
+            digest=export.digest,
         )
         created = store.record() is None
         store.bind(export.identity, create=True)  # refuses a collection built with another model

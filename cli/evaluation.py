@@ -8,7 +8,7 @@ A corpus-id names a file under corpus/ (its path, or its name without extension 
 `#`, a page of a PDF or multi-page TIFF (no `#`: page 1). The corpus is ingested into a collection of its own,
 then every query runs in each mode; nDCG@5 uses the qrels' scores as graded gains.
 
-    from evaluation import evaluate
+    from cli.evaluation import evaluate
     report = evaluate("eval-set/", settings)
 """
 
@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from config import Settings
+from core.errors import InputError
 from core.model import OcrModel
-from core.pages import InputError, count_pages, discover, file_digest, point_id
-from core.store import open_store
+from core.pages import count_pages, discover, file_digest, point_id
+from core.store import PageStore, open_store
 from core.text import FROM_DECODER, FROM_PDF
 from ingest import Ingestor
 from search import Searcher
@@ -152,8 +153,7 @@ def evaluate(root: str | Path, settings: Settings | None = None, collection: str
     try:
         # prune: pages of files edited or removed since the last run go
         ingest = Ingestor(model, store, s).ingest([evalset.corpus], prune=True)
-        searcher = Searcher(model, store, s)
-        return _run(evalset, searcher, s.collection, ingest.failures)
+        return _run(evalset, Searcher(model, store, s), store, s.collection, ingest.failures)
     finally:
         store.close()
 
@@ -162,8 +162,7 @@ def default_collection(root: Path) -> str:
     return "eval-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", Path(root).resolve().name).strip("-") or "set")
 
 
-def _run(evalset: EvalSet, searcher: Searcher, collection: str, failures) -> EvalReport:
-    store = searcher.store
+def _run(evalset: EvalSet, searcher: Searcher, store: PageStore, collection: str, failures) -> EvalReport:
     point_to_cid = {point_id(file_digest(path), page): cid for cid, (path, page) in evalset.pages.items()}
     total, with_text = store.count(), _text_sources(store)
     report = EvalReport(
@@ -198,11 +197,17 @@ def _run(evalset: EvalSet, searcher: Searcher, collection: str, failures) -> Eva
     for label, mode, exact in RUNS:
         mean = {k: round(statistics.fmean(m[k] for m in scores[label]), 4) for k in scores[label][0]}
         ms = [1000 * t for t in times[label]]
-        report.runs.append(RunResult(
-            label, mode, exact, **mean, latency_ms_p50=round(statistics.median(ms), 1),
-            latency_ms_mean=round(statistics.fmean(ms), 1),
-            search_ms_mean=round(1000 * statistics.fmean(search_times[label]), 2),
-        ))
+        report.runs.append(
+            RunResult(
+                label,
+                mode,
+                exact,
+                **mean,
+                latency_ms_p50=round(statistics.median(ms), 1),
+                latency_ms_mean=round(statistics.fmean(ms), 1),
+                search_ms_mean=round(1000 * statistics.fmean(search_times[label]), 2),
+            )
+        )
     return report
 
 

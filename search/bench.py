@@ -29,9 +29,12 @@ from typing import Callable
 import numpy as np
 
 from config import Settings
+from core.errors import UsageError
 from core.model import ModelIdentity
-from core.pooling import pooled_count, unit_length
-from core.store import EdgeStore, PagePoint, PageStore, open_store
+from core.pooling import pooled_count
+from core.store import EdgeStore, PagePoint, PageStore, SearchLayout, open_store
+from core.tensors import bfloat16_values, unit_length
+from search.plan import search
 
 TOP = 10
 BATCH = 16  # pages per upsert while building
@@ -77,11 +80,13 @@ class SyntheticPages:
         n_own = s.tokens - n_layout - n_topic
         topic = self._centroids(1, i // s.topic_size, s.topic_centroids)
         own = self._centroids(2, i, s.own_centroids)
-        centres = np.concatenate([
-            self.layout[rng.integers(0, len(self.layout), n_layout)],
-            topic[rng.integers(0, len(topic), n_topic)],
-            own[rng.integers(0, len(own), n_own)],
-        ])
+        centres = np.concatenate(
+            [
+                self.layout[rng.integers(0, len(self.layout), n_layout)],
+                topic[rng.integers(0, len(topic), n_topic)],
+                own[rng.integers(0, len(own), n_own)],
+            ]
+        )
         return self._noisy(rng, centres[rng.permutation(len(centres))], s.page_noise)
 
     def query(self, i: int, key: int) -> np.ndarray:
@@ -89,18 +94,13 @@ class SyntheticPages:
         rng = np.random.default_rng([s.seed, 4, i, key])
         topic = self._centroids(1, i // s.topic_size, s.topic_centroids)
         own = self._centroids(2, i, s.own_centroids)
-        centres = np.concatenate([
-            topic[rng.integers(0, len(topic), s.query_topic_tokens)],
-            own[rng.integers(0, len(own), s.query_own_tokens)],
-        ])
+        centres = np.concatenate(
+            [
+                topic[rng.integers(0, len(topic), s.query_topic_tokens)],
+                own[rng.integers(0, len(own), s.query_own_tokens)],
+            ]
+        )
         return self._noisy(rng, centres, s.query_noise)
-
-
-def bfloat16_values(x: np.ndarray) -> np.ndarray:
-    """Rounded to the nearest bfloat16, as the encoder's tokens are (the store keeps those exactly in float16)."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    return rounded.view(np.float32)
 
 
 def synthetic_identity(spec: SyntheticSpec) -> ModelIdentity:
@@ -111,8 +111,11 @@ def synthetic_point(i: int, tokens: np.ndarray) -> PagePoint:
     from core.pages import point_id
 
     doc = f"synthetic-topic-{i // 10:05d}"
-    return PagePoint(point_id(doc, i + 1), {"doc_id": doc, "source": f"synthetic:{i}", "page": i + 1,
-                                            "n_tokens": int(tokens.shape[0])}, tokens)
+    return PagePoint(
+        point_id(doc, i + 1),
+        {"doc_id": doc, "source": f"synthetic:{i}", "page": i + 1, "n_tokens": int(tokens.shape[0])},
+        tokens,
+    )
 
 
 # -- the in-memory scan ----------------------------------------------------------------------------------------
@@ -138,8 +141,10 @@ class TorchScan:
         if self._stacked is None:
             longest = max(p.shape[0] for p in self._pages)
             # shorter pages repeat their first row: a duplicate row never changes a MaxSim score
-            padded = [p if p.shape[0] == longest else torch.cat([p, p[:1].expand(longest - p.shape[0], -1)])
-                      for p in self._pages]
+            padded = [
+                p if p.shape[0] == longest else torch.cat([p, p[:1].expand(longest - p.shape[0], -1)])
+                for p in self._pages
+            ]
             self._stacked = torch.stack(padded)
             self._pages = list(self._stacked)
         return self._stacked
@@ -159,7 +164,7 @@ class TorchScan:
                 chunk = pages[start : start + self.chunk_pages].float()
                 scores[start : start + chunk.shape[0]] = torch.einsum("ptd,qd->pqt", chunk, q).amax(-1).sum(-1)
         top = torch.topk(scores, min(limit, len(scores)))
-        return list(zip(top.indices.tolist(), top.values.tolist()))
+        return list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
 
 
 # -- measuring -------------------------------------------------------------------------------------------------
@@ -183,8 +188,12 @@ def storage_bytes(path: Path) -> dict[str, int]:
             if "vector_storage-dense" in rel or "vector_index-dense" in rel or quantized:
                 ram += size
     if ram and not any("quantized" in n for _, _, fs in os.walk(path) for n in fs):
-        ram += sum(min(os.stat(Path(r) / n).st_size, os.stat(Path(r) / n).st_blocks * 512)
-                   for r, _, fs in os.walk(path) if "vector_storage-pooled" in r for n in fs)
+        ram += sum(
+            min(os.stat(Path(r) / n).st_size, os.stat(Path(r) / n).st_blocks * 512)
+            for r, _, fs in os.walk(path)
+            if "vector_storage-pooled" in r
+            for n in fs
+        )
     return {"disk": disk, "ram": ram}
 
 
@@ -241,10 +250,10 @@ def measure(
     fast_t, exact_t, scan_t, recalls, gaps, rel_gaps = [], [], [], [], [], []
     for k, q in enumerate([queries[0], *queries]):  # the first query warms caches and is not counted
         t = time.perf_counter()
-        exact = store.search(q, TOP + 1, exact=True)
+        exact = search(store, q, TOP + 1, exact=True)
         t_exact = time.perf_counter() - t
         t = time.perf_counter()
-        fast = store.search(q, TOP)
+        fast = search(store, q, TOP)
         t_fast = time.perf_counter() - t
         t_scan = None
         if scan is not None:
@@ -321,13 +330,11 @@ def synthetic_bench(
     root = Path(tempfile.mkdtemp(prefix="tokendirect-bench-")) if temporary else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / "bench.json"
-    fixed = ("pooling", "pool_size", "pooled_quantization", "hnsw_m")
-    about = {"spec": asdict(spec), "layout": {k: getattr(settings, k) for k in fixed}}
-    if settings.first_stage != "mean":
-        about["layout"]["first_stage"] = settings.first_stage
-    bench_settings = settings.model_copy(
-        update={"data_dir": root, "qdrant_url": None, "collection": "bench-synthetic"}
-    )
+    layout = SearchLayout.from_settings(settings).built()
+    if layout["first_stage"] == "mean":
+        del layout["first_stage"]  # builds kept from before the setting existed stay valid
+    about = {"spec": asdict(spec), "layout": layout}
+    bench_settings = settings.model_copy(update={"data_dir": root, "qdrant_url": None, "collection": "bench-synthetic"})
     if marker.exists() and json.loads(marker.read_text()).get("about") != about:
         shutil.rmtree(root / "qdrant", ignore_errors=True)  # built with another structure or layout
     built = json.loads(marker.read_text()).get("pages", 0) if marker.exists() else 0
@@ -361,7 +368,7 @@ def synthetic_bench(
             qs = [synth.query(int(i), k) for k, i in enumerate(picks)]
             progress(f"measuring {queries} queries at {size} pages")
             if store.count() != size:
-                raise ValueError(f"the bench collection in {root} holds {store.count()} pages, not {size}")
+                raise UsageError(f"the bench collection in {root} holds {store.count()} pages, not {size}")
             results.append(measure(store, qs, table, build_s, "synthetic", spec.tokens, spec.dim))
             on_result(results[-1])
     finally:
@@ -390,7 +397,7 @@ def collection_bench(
     with open_store(settings) as store:
         record = store.record()
         if record is None:
-            raise ValueError(f"collection {settings.collection!r} does not exist")
+            raise UsageError(f"collection {settings.collection!r} does not exist")
         dim = int(record["dim"])
         table = TorchScan() if scan else None
         ids, lengths = [], []
@@ -402,7 +409,7 @@ def collection_bench(
                     table.add(p.tokens)
             progress(f"read {len(ids)} pages")
         if not ids:
-            raise ValueError(f"collection {settings.collection!r} holds no pages")
+            raise UsageError(f"collection {settings.collection!r} holds no pages")
         rng = np.random.default_rng(0)
         qs = []
         for pid in rng.choice(ids, queries):
@@ -421,7 +428,7 @@ def plot(results: list[SearchBench], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install 'token-direct[test]'") from None
+        raise UsageError("--plot needs matplotlib: pip install 'token-direct[test]'") from None
     n = [r.pages for r in results]
     fig, (lat, rec) = plt.subplots(1, 2, figsize=(10, 4))
     lat.plot(n, [r.fast_p50_ms for r in results], "o-", label="fast path p50")

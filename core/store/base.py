@@ -1,0 +1,315 @@
+"""The page store: one Qdrant point per page, whichever engine holds the collection.
+
+`PageStore` holds everything that does not depend on the engine: the collection record and the model guard, the
+storage form of tokens, the vectors derived from them, payload rules and search results. An engine subclass
+(edge.py, client.py) only translates the schema, the query language (schema.py) and a few plain operations into
+its own client's calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from core.errors import StoreError, UsageError
+from core.model import ModelIdentity
+from core.store import record as records
+from core.store.layout import SearchLayout
+from core.store.schema import BM25, INDEXED_FIELDS, TOKENS, UNIT, Filter, Stage, VectorSpec, schema
+from core.store.storage import PATCH_FIELD, PagePoint, from_storage, to_storage
+from core.tensors import unit_length
+from core.text import SparseVector, embed_document, text_fields
+
+NOT_IN_HITS = [PATCH_FIELD, "text"]  # payload search results leave out: the page text can be kilobytes
+
+log = logging.getLogger("tokendirect.store")
+
+# What an engine hands back for a point: id, payload, named vectors (those asked for), score (in a search).
+Raw = tuple[Any, dict | None, dict | None, float | None]
+
+
+class PageStore(ABC):
+    """What ingest, search and decode need from Qdrant, whichever engine holds the collection."""
+
+    collection: str
+    layout: SearchLayout
+    _fast: bool | None = None  # whether the collection has the fast path's vectors; None: not read yet
+    _bm25_known: bool = False  # the collection has the `bm25` vector (only "yes" is kept: it never goes away)
+
+    # -- collection record -----------------------------------------------------------------------------------
+
+    def bind(self, identity: ModelIdentity, create: bool = True) -> None:
+        """Create the collection for `identity`, or check that it was built with exactly that model."""
+        record = self.record()
+        if record is None:
+            if not create:
+                raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
+            self._create(schema(identity.dim, self.layout))
+            try:
+                self.ensure_indexes()
+                self._upsert([(records.META_ID, {}, records.new_record(identity, self.layout))])
+                self._fast = True
+            except BaseException:
+                # A collection without its record would be refused forever ("not made by token-direct").
+                self.discard()
+                raise
+            return
+        self._adopt(record)
+        records.check_model(record, identity, self.collection)
+        if create:
+            self.ensure_indexes()  # collections made before an index was added get it on their next ingest
+
+    def _adopt(self, record: dict) -> None:
+        """Take the derivation the collection was built with from its record."""
+        self._fast = records.has_fast_path(record)
+        if self._fast:
+            self.layout = self.layout.adopt(record["layout"])
+        else:
+            log.warning(
+                "collection %r was made before the fast search path: every search runs exact MaxSim "
+                "(export and import it into a new collection to add the fast path)",
+                self.collection,
+            )
+
+    def has_fast_path(self) -> bool:
+        if self._fast is None:
+            record = self.record()
+            if record is None:
+                return False
+            self._adopt(record)
+        return bool(self._fast)
+
+    def ensure_indexes(self) -> None:
+        """Create the payload indexes of INDEXED_FIELDS that the collection lacks."""
+        have = self.payload_indexes()
+        for name, kind in INDEXED_FIELDS.items():
+            if have.get(name) != kind:
+                self._create_index(name, kind)
+
+    def discard(self) -> None:
+        """Drop the collection after a failed write, keeping the original failure the one reported."""
+        try:
+            self.drop()
+        except Exception as exc:  # the original failure is the one to report
+            log.warning("could not remove the unfinished collection %r: %s", self.collection, exc)
+
+    def record(self) -> dict | None:
+        """The collection's record (model, revision, dim), or None when the collection does not exist."""
+        if not self._exists():
+            return None
+        found = self._retrieve([records.META_ID], None)
+        if not found:
+            raise StoreError(
+                f"collection {self.collection!r} exists but holds no token-direct record (another program made it, "
+                "or its creation was cut off): delete it, or set another TOKENDIRECT_COLLECTION"
+            )
+        return dict(found[0][1] or {})
+
+    # -- pages -----------------------------------------------------------------------------------------------
+
+    def upsert(self, points: list[PagePoint]) -> None:
+        """Store pages from their exact tokens; every other vector of a page is derived here."""
+        rows = []
+        # Writers bind first, which reads the record; a store never bound writes the current layout.
+        fast = self._fast is not False
+        indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
+        for p in points:
+            form = to_storage(p.tokens)
+            payload = dict(p.payload)
+            if form.patch:
+                payload[PATCH_FIELD] = form.patch
+            vectors: dict[str, Any] = {TOKENS: form.vectors, UNIT: unit_length(p.tokens).astype(np.float16)}
+            if fast:
+                vectors.update(self.layout.derive(p.tokens))
+            sparse = embed_document(payload.get("text")) if indexed else None
+            if sparse is not None:
+                vectors[BM25] = sparse
+            rows.append((p.point_id, vectors, payload))
+        if rows:
+            self._upsert(rows)
+
+    def existing(self, point_ids: Iterable[str]) -> set[str]:
+        return {p.point_id for p in self.retrieve(point_ids, with_tokens=False)}
+
+    def retrieve(self, point_ids: Iterable[str], with_tokens: bool = True) -> list[PagePoint]:
+        """The stored pages among `point_ids` (in any order; missing ones are left out)."""
+        ids = list(point_ids)
+        if not ids or not self._exists():
+            return []
+        raws = self._retrieve(ids, [TOKENS] if with_tokens else None)
+        return [_point(raw) for raw in raws if str(raw[0]) != records.META_ID]
+
+    def get(self, point_id: str, with_tokens: bool = True) -> PagePoint | None:
+        try:
+            point_id = str(uuid.UUID(point_id))
+        except ValueError:
+            return None  # not a point id at all, so no such page
+        found = self.retrieve([point_id], with_tokens)
+        return found[0] if found and found[0].payload.get("kind") != "collection" else None
+
+    def scroll(self, batch_size: int = 16, with_tokens: bool = True) -> Iterator[list[PagePoint]]:
+        """Every page, in batches of at most `batch_size`, in point-id order: only one batch is held at a time."""
+        if not self._exists():
+            return
+        offset = None
+        while True:
+            raws, offset = self._scroll(Filter(), offset, batch_size, [TOKENS] if with_tokens else None)
+            if raws:
+                yield [_point(raw) for raw in raws]
+            if offset is None:
+                return
+
+    def set_payload(self, point_id: str, payload: dict) -> None:
+        """Add or replace payload fields of a stored page; the tokens and other fields stay as they are."""
+        if PATCH_FIELD in payload or payload.get("kind") == "collection":
+            raise UsageError(f"payload field {PATCH_FIELD!r} and kind 'collection' are the store's own")
+        if point_id == records.META_ID or not self.existing([point_id]):
+            raise StoreError(f"no page with point id {point_id!r} in collection {self.collection!r}")
+        self._set_payload(point_id, payload)
+
+    def set_text(self, point_id: str, text: str | None, source: str | None) -> None:
+        """Give a stored page its text (payload `text`, `text_source`) and the BM25 vector made from it."""
+        fields = text_fields(text, source)
+        self.set_payload(point_id, fields)
+        if self.has_text_index():
+            sparse = embed_document(fields["text"])
+            if sparse is None:
+                self._delete_vectors(point_id, [BM25])
+            else:
+                self._update_vectors(point_id, {BM25: sparse})
+
+    def has_text_index(self) -> bool:
+        """Whether the collection has the `bm25` vector (collections made before text search do not)."""
+        if not self._bm25_known:
+            self._bm25_known = self._exists() and BM25 in self._sparse_names()
+        return self._bm25_known
+
+    def text_pages(self) -> int:
+        """How many pages BM25 can find (pages with text, in a collection with the `bm25` vector)."""
+        return self._count(Filter(BM25)) if self.has_text_index() else 0
+
+    def count(self, doc_id: str | None = None) -> int:
+        return self._count(Filter(TOKENS, doc_id)) if self._exists() else 0
+
+    def documents(self) -> dict[str, int]:
+        """doc_id -> number of stored pages."""
+        return {value: n for value, n in self._facet("doc_id").items() if n} if self._exists() else {}
+
+    def delete_document(self, doc_id: str) -> None:
+        if self._exists():
+            self._delete(Filter(None, doc_id))
+
+    def query(self, requests: list[Stage]) -> list[list[PagePoint]]:
+        """Run `requests` as one batch; each gives scored pages without the payload of NOT_IN_HITS."""
+        return [[_point(raw) for raw in raws] for raws in self._query(requests)]
+
+    def optimize(self) -> None:
+        """Build the indexes of pages written since the last call (the embedded engine indexes on request)."""
+
+    # -- sharing with other processes (the embedded shard admits one at a time; a server needs none of this) --
+
+    def window(self):
+        """A block of work that holds the store; the embedded shard is given back to other processes after it."""
+        return contextlib.nullcontext(self)
+
+    def holding(self):
+        """A stretch of work (an ingest) during which the store stays open between windows, until another
+        process asks for it."""
+        return contextlib.nullcontext(self)
+
+    def yield_if_wanted(self) -> None:
+        """Give the store back, outside any window, when another process waits for it."""
+
+    def release(self) -> None:
+        """Give the store back to other processes now; it opens again on the next use."""
+
+    def allow_wait(self, seconds: float) -> None:
+        """Wait up to `seconds` (at least) when another process holds the store."""
+
+    def abandon_unfinished(self) -> bool:
+        """Remove a collection whose creation was cut off before its record was written, when that is safe (it
+        holds no page, and this program made it); True when it was removed."""
+        return False
+
+    # -- lifetime --------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "PageStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what each engine translates ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _exists(self) -> bool: ...
+
+    @abstractmethod
+    def _create(self, vectors: list[VectorSpec]) -> None: ...
+
+    @abstractmethod
+    def _create_index(self, name: str, kind: str) -> None: ...
+
+    @abstractmethod
+    def payload_indexes(self) -> dict[str, str]:
+        """field -> index type ("keyword", "integer", "datetime", ...) as the engine reports them."""
+
+    @abstractmethod
+    def _sparse_names(self) -> set[str]:
+        """The collection's sparse vector names."""
+
+    @abstractmethod
+    def _upsert(self, rows: list[tuple[str, dict[str, Any], dict]]) -> None:
+        """Write points: (id, named vectors as float16 arrays or SparseVectors, payload)."""
+
+    @abstractmethod
+    def _retrieve(self, ids: list[str], vectors: list[str] | None) -> list[Raw]: ...
+
+    @abstractmethod
+    def _scroll(self, filter: Filter, offset: Any, limit: int, vectors: list[str] | None) -> tuple[list[Raw], Any]: ...
+
+    @abstractmethod
+    def _set_payload(self, point_id: str, payload: dict) -> None: ...
+
+    @abstractmethod
+    def _update_vectors(self, point_id: str, vectors: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _delete_vectors(self, point_id: str, names: list[str]) -> None: ...
+
+    @abstractmethod
+    def _count(self, filter: Filter) -> int: ...
+
+    @abstractmethod
+    def _facet(self, key: str) -> dict[str, int]: ...
+
+    @abstractmethod
+    def _delete(self, filter: Filter) -> None: ...
+
+    @abstractmethod
+    def _query(self, requests: list[Stage]) -> list[list[Raw]]: ...
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the whole collection, record included."""
+
+
+def _point(raw: Raw) -> PagePoint:
+    pid, payload, vectors, score = raw
+    payload = dict(payload or {})
+    patch = payload.pop(PATCH_FIELD, None)
+    tokens = None
+    if isinstance(vectors, dict) and vectors.get(TOKENS) is not None:
+        tokens = from_storage(vectors[TOKENS], patch)
+    return PagePoint(point_id=str(pid), payload=payload, tokens=tokens, score=score)
+
+
+__all__ = ["PageStore", "SparseVector", "NOT_IN_HITS"]

@@ -1,0 +1,318 @@
+"""A collection on a Qdrant server through qdrant-client (`:memory:` runs the same API in-process), translated from
+the schema and query language.
+
+Page tokens travel over gRPC when the server's gRPC port is known: as REST JSON one full-size page (1121 tokens x
+1280 x 2 vectors) is about 47 MB, more than a server's default 32 MB request limit, and about 11.5 MB as protobuf.
+Known failures of the server or the connection become one-line StoreErrors; writes are retried with exponential
+backoff on transient ones (connection lost, timeouts, HTTP 5xx / 429); every write is an idempotent upsert or delete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from core.errors import StoreError, first_line
+from core.store.base import NOT_IN_HITS, PageStore, Raw
+from core.store.layout import SearchLayout
+from core.store.schema import Filter, Fusion, Stage, VectorSpec
+from core.store.sharing import HANDLES
+from core.text import SparseVector
+
+log = logging.getLogger("tokendirect.store")
+
+MEMORY = ":memory:"
+
+
+class ClientStore(PageStore):
+    retry_attempts = 4
+    retry_delay = 0.5  # seconds before the second attempt; doubles each time (0.5 + 1 + 2 s in all)
+
+    def __init__(
+        self,
+        client,
+        collection: str,
+        where: str,
+        timeout: float | None = None,
+        grpc_port: int = 0,
+        layout: SearchLayout | None = None,
+    ):
+        self.client = client
+        self.collection = collection
+        self.layout = layout or SearchLayout.from_settings()
+        self.where = where
+        self.timeout = timeout
+        self.grpc_port = grpc_port
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        api_key: str | None,
+        collection: str,
+        timeout: int = 30,
+        grpc_port: int = 6334,
+        layout: SearchLayout | None = None,
+    ) -> "ClientStore":
+        from qdrant_client import QdrantClient
+
+        if url == MEMORY:
+            client = HANDLES.acquire(url, lambda: QdrantClient(location=MEMORY))
+        else:
+            client = QdrantClient(
+                url=url,
+                api_key=api_key,
+                timeout=timeout,
+                prefer_grpc=grpc_port > 0,
+                grpc_port=grpc_port or 6334,
+                check_compatibility=False,  # its warning would precede our own, clearer, error
+            )
+        store = cls(client, collection, url, timeout, grpc_port, layout)
+        try:
+            store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
+        except StoreError:
+            store.close()
+            raise
+        return store
+
+    @property
+    def in_process(self) -> bool:
+        return self.where == MEMORY
+
+    def close(self) -> None:
+        if self.client is None:
+            return
+        if self.in_process:
+            HANDLES.release(self.where, lambda client: client.close())
+        else:
+            self.client.close()
+        self.client = None
+
+    # -- calls, failures and retries -------------------------------------------------------------------------
+
+    def _call(self, fn, *args, retry: bool = False, **kwargs):
+        """Run one client call; known failures become one-line StoreErrors. Writes (`retry=True`) are tried
+        again after transient failures, a bounded number of times."""
+        attempts = self.retry_attempts if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                failure = self._failure(exc)
+                if failure is None:
+                    raise
+                message, transient = failure
+                if not transient or attempt == attempts:
+                    if transient and attempts > 1:
+                        message += f" ({attempts} attempts)"
+                    raise StoreError(message) from None
+                delay = self.retry_delay * 2 ** (attempt - 1)
+                log.warning("%s; trying again in %.1f s (attempt %d of %d)", message, delay, attempt + 1, attempts)
+                time.sleep(delay)
+
+    def _write(self, fn, *args, **kwargs):
+        return self._call(fn, self.collection, *args, retry=True, **kwargs)
+
+    def _failure(self, exc: Exception) -> tuple[str, bool] | None:
+        """(one-line message, transient?) for a failure of the server or the connection; None for others."""
+        import grpc
+        import httpx
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        server = f"the Qdrant server at {self.where}"
+        key_hint = (
+            "set TOKENDIRECT_QDRANT_API_KEY to the key the server was started with (a read-only key cannot write)"
+        )
+        if isinstance(exc, UnexpectedResponse):
+            code = exc.status_code or 0
+            if code in (401, 403):
+                return f"{server} refused the API key (HTTP {code}); {key_hint}", False
+            return f"{server} answered HTTP {code}{_server_reason(exc.content)}", code >= 500 or code == 429
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return f"{server} refused the API key (gRPC {code.name}); {key_hint}", False
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return self._timed_out(server), True
+            if code == grpc.StatusCode.UNAVAILABLE:
+                reason = first_line(exc.details()).rsplit("last error: ", 1)[-1]
+                return f"cannot reach {server} over gRPC (port {self.grpc_port}): {reason}", True
+            transient = code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)
+            return f"{server} answered gRPC {code.name}: {first_line(exc.details())}", transient
+        if isinstance(exc, ResponseHandlingException):
+            exc = exc.source
+        if isinstance(exc, httpx.TimeoutException):
+            return self._timed_out(server), True
+        if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
+            return f"cannot reach {server} ({type(exc).__name__}: {first_line(str(exc))})", True
+        return None
+
+    def _timed_out(self, server: str) -> str:
+        return f"{server} did not answer within {self.timeout:g} s (TOKENDIRECT_QDRANT_TIMEOUT)"
+
+    # -- collection ------------------------------------------------------------------------------------------
+
+    def _exists(self) -> bool:
+        return bool(self._call(self.client.collection_exists, self.collection))
+
+    def _create(self, vectors: list[VectorSpec]) -> None:
+        from qdrant_client import models as m
+
+        dense = {v.name: _vector_params(v) for v in vectors if v.size is not None}
+        sparse = {
+            v.name: m.SparseVectorParams(modifier=m.Modifier.IDF if v.idf else None) for v in vectors if v.size is None
+        }
+        self._write(self.client.create_collection, vectors_config=dense, sparse_vectors_config=sparse)
+
+    def _create_index(self, name: str, kind: str) -> None:
+        from qdrant_client import models as m
+
+        if self.in_process:
+            return  # qdrant-client's in-process engine has no payload indexes (it filters by scanning)
+        self._write(self.client.create_payload_index, name, field_schema=m.PayloadSchemaType(kind), wait=True)
+
+    def payload_indexes(self) -> dict[str, str]:
+        if not self._exists():
+            return {}
+        schema = self._call(self.client.get_collection, self.collection).payload_schema
+        return {name: str(getattr(s.data_type, "value", s.data_type)).lower() for name, s in schema.items()}
+
+    def _sparse_names(self) -> set[str]:
+        info = self._call(self.client.get_collection, self.collection)
+        return set(info.config.params.sparse_vectors or {})
+
+    # -- points ----------------------------------------------------------------------------------------------
+
+    def _upsert(self, rows) -> None:
+        from qdrant_client import models as m
+
+        # One page per request: a page is megabytes, so batching saves nothing and could pass a size limit.
+        for pid, vectors, payload in rows:
+            point = m.PointStruct(id=pid, vector={k: _vector(v) for k, v in vectors.items()}, payload=payload)
+            self._write(self.client.upsert, [point], wait=True)
+
+    def _retrieve(self, ids, vectors) -> list[Raw]:
+        recs = self._call(self.client.retrieve, self.collection, ids, with_payload=True, with_vectors=vectors or False)
+        return [(r.id, r.payload, r.vector, None) for r in recs]
+
+    def _scroll(self, filter, offset, limit, vectors):
+        records, offset = self._call(
+            self.client.scroll,
+            self.collection,
+            scroll_filter=_filter(filter),
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=vectors or False,
+        )
+        return [(r.id, r.payload, r.vector, None) for r in records], offset
+
+    def _set_payload(self, point_id, payload) -> None:
+        self._call(self.client.set_payload, self.collection, payload, points=[point_id], wait=True)
+
+    def _update_vectors(self, point_id, vectors) -> None:
+        from qdrant_client import models as m
+
+        update = [m.PointVectors(id=point_id, vector={k: _vector(v) for k, v in vectors.items()})]
+        self._write(self.client.update_vectors, update, wait=True)
+
+    def _delete_vectors(self, point_id, names) -> None:
+        self._write(self.client.delete_vectors, names, points=[point_id], wait=True)
+
+    def _count(self, filter) -> int:
+        return self._call(self.client.count, self.collection, count_filter=_filter(filter), exact=True).count
+
+    def _facet(self, key) -> dict[str, int]:
+        res = self._call(self.client.facet, self.collection, key=key, limit=1_000_000, exact=True)
+        return {h.value: h.count for h in res.hits}
+
+    def _delete(self, filter) -> None:
+        self._write(self.client.delete, points_selector=_filter(filter), wait=True)
+
+    def drop(self) -> None:
+        if self._exists():
+            self._call(self.client.delete_collection, self.collection, retry=True)
+
+    def _query(self, requests: list[Stage]) -> list[list[Raw]]:
+        from qdrant_client import models as m
+
+        exclude = m.PayloadSelectorExclude(exclude=NOT_IN_HITS)
+        batch = [m.QueryRequest(with_payload=exclude, **_stage(s)) for s in requests]
+        results = self._call(self.client.query_batch_points, self.collection, batch)
+        return [[(p.id, p.payload, None, p.score) for p in res.points] for res in results]
+
+
+# -- translation -------------------------------------------------------------------------------------------------
+
+
+def _vector_params(v: VectorSpec):
+    from qdrant_client import models as m
+
+    return m.VectorParams(
+        size=v.size,
+        distance=m.Distance.COSINE if v.cosine else m.Distance.DOT,
+        multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM) if v.multi else None,
+        datatype=m.Datatype.FLOAT16,
+        hnsw_config=m.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.ef_construct if v.hnsw_m else None),
+        on_disk=not v.in_ram,
+        quantization_config=(
+            m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+            if v.int8
+            else None
+        ),
+    )
+
+
+def _vector(v: Any):
+    from qdrant_client import models as m
+
+    if isinstance(v, SparseVector):
+        return m.SparseVector(indices=v.indices, values=v.values)
+    return v.tolist() if isinstance(v, np.ndarray) else v
+
+
+def _filter(f: Filter):
+    from qdrant_client import models as m
+
+    must = []
+    if f.has_vector:
+        must.append(m.HasVectorCondition(has_vector=f.has_vector))
+    if f.doc_id:
+        must.append(m.FieldCondition(key="doc_id", match=m.MatchValue(value=f.doc_id)))
+    return m.Filter(must=must)
+
+
+def _stage(s: Stage) -> dict:
+    """The keyword arguments that models.QueryRequest and models.Prefetch share."""
+    from qdrant_client import models as m
+
+    if isinstance(s.query, Fusion):
+        if s.query.method == "dbsf":
+            query = m.FusionQuery(fusion=m.Fusion.DBSF)
+        else:
+            query = m.RrfQuery(rrf=m.Rrf(k=s.query.k, weights=list(s.query.weights) if s.query.weights else None))
+        args: dict = {"query": query}
+    else:
+        args = {"query": _vector(s.query.vector), "using": s.query.using}
+    args.update(limit=s.limit, filter=_filter(s.filter))
+    if s.hnsw_ef is not None or s.rescore is not None:
+        quantization = None if s.rescore is None else m.QuantizationSearchParams(rescore=s.rescore)
+        args["params"] = m.SearchParams(hnsw_ef=s.hnsw_ef, quantization=quantization)
+    if s.prefetch:
+        args["prefetch"] = [m.Prefetch(**_stage(p)) for p in s.prefetch]
+    return args
+
+
+def _server_reason(content: bytes) -> str:
+    """The server's own error text (Qdrant answers {"status": {"error": ...}}), when there is one."""
+    try:
+        error = json.loads(content)["status"]["error"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f": {first_line(str(error))}"

@@ -1,0 +1,51 @@
+"""The collection record: which model built the collection and how, kept as a point of the collection itself, so a
+server shared by several machines refuses a mismatched model as the embedded store does."""
+
+from __future__ import annotations
+
+import uuid
+
+from core.clock import utc_now
+from core.errors import ModelMismatchError
+from core.model import ModelIdentity
+from core.store.layout import SearchLayout
+
+META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
+# 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly; re-import to upgrade)
+SCHEMA_VERSION = 2
+FAST_SCHEMA = 2
+
+
+def new_record(identity: ModelIdentity, layout: SearchLayout) -> dict:
+    return {
+        "kind": "collection",
+        "schema": SCHEMA_VERSION,
+        "model": identity.model,
+        "revision": identity.revision,
+        "dim": identity.dim,
+        "layout": layout.built(),
+        "created_at": utc_now(),
+    }
+
+
+def built_with(record: dict) -> ModelIdentity:
+    return ModelIdentity(record["model"], record["revision"], int(record["dim"]))
+
+
+def has_fast_path(record: dict) -> bool:
+    return int(record.get("schema", 1)) >= FAST_SCHEMA and "layout" in record
+
+
+def check_model(record: dict, identity: ModelIdentity, collection: str) -> None:
+    """Refuse a model other than the one the collection was built with."""
+    built = built_with(record)
+    if built != identity:
+        raise ModelMismatchError(
+            f"collection {collection!r} was built with {describe(built)}; "
+            f"the configured model is {describe(identity)}. Tokens from one checkpoint are never searched "
+            "or decoded with another: set TOKENDIRECT_MODEL back, or use another TOKENDIRECT_COLLECTION."
+        )
+
+
+def describe(identity: ModelIdentity) -> str:
+    return f"model {identity.model!r} (revision {identity.revision}, dimension {identity.dim})"

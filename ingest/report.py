@@ -1,0 +1,36 @@
+"""What an ingest run reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from core.text import FROM_DECODER, FROM_PDF
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    pages_added: int = 0
+    pages_skipped: int = 0
+    pages_removed: int = 0  # old versions, pruned documents and unfinished leftovers
+    documents_added: list[str] = field(default_factory=list)
+    documents_updated: list[str] = field(default_factory=list)  # changed in place: new pages in, old ones out
+    documents_skipped: list[str] = field(default_factory=list)
+    documents_pruned: list[str] = field(default_factory=list)  # sources gone (--prune)
+    documents_cleaned: list[str] = field(default_factory=list)  # unfinished documents an earlier run left
+    failures: list[Failure] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    # pages added, by where their text came from: the PDF's text layer, the decoder (--ocr-text), or none
+    text_pages: dict[str, int] = field(default_factory=lambda: {FROM_PDF: 0, FROM_DECODER: 0, "none": 0})
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,74 @@
+"""`tokendirect search` (and `python -m search`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.cli import clean_errors, emit, fail, settings
+
+
+@clean_errors
+def search(
+    text: str = typer.Argument("", help="The query text (rendered to an image and encoded like a page)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query by an image file instead of text."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Number of hits (default TOKENDIRECT_TOP_K)."),
+    doc: Optional[str] = typer.Option(None, "--doc", help="Only pages of this doc_id."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="visual, text, hybrid or rerank (default: hybrid when pages have text, else visual)."
+    ),
+    exact: bool = typer.Option(
+        False, "--exact", help="Rank every page by exact MaxSim, bypassing the fast path (for comparison)."
+    ),
+    decode: bool = typer.Option(False, "--decode", help="Regenerate each hit's text from its stored tokens."),
+    decode_mode: str = typer.Option("ocr", "--decode-mode", help="Decoding prompt with --decode: ocr or markdown."),
+    as_json: bool = typer.Option(False, "--json", help="Print hits as one JSON document."),
+) -> None:
+    """Rank stored pages against a text query by MaxSim over the vision tokens, BM25 over the page text, or both
+    fused; or against an image by MaxSim."""
+    from PIL import Image
+
+    from core.model import prompt_for
+    from decode import Decoder
+    from search import Searcher
+    from search.plan import check_mode
+
+    if not text.strip() and image is None:
+        fail("give a query TEXT or --image FILE")
+    if mode is not None:
+        check_mode(mode)
+    if image is not None and mode not in (None, "visual"):
+        fail("an --image query is searched visually only; leave out --mode or use --mode visual")
+    prompt_for(decode_mode)  # an unknown mode fails now, not after the search
+    s = settings()
+    with Searcher.from_settings(s) as searcher:
+        if image is not None:
+            try:
+                query = Image.open(image).convert("RGB")
+            except OSError as exc:
+                fail(f"cannot read query image {image}: {exc}")
+            hits = searcher.search_image(query, top_k, doc, exact=exact)
+        else:
+            mode = mode or searcher.default_mode()
+            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact)
+        rows = [h.to_dict() for h in hits]
+        if decode:
+            with Decoder.from_settings(s) as decoder:  # the same model and store handle, shared in this process
+                for row in rows:
+                    row["text"] = decoder.decode(row["point_id"], decode_mode)
+    lines = []
+    for rank, row in enumerate(rows, 1):
+        found = "+".join(row["signals"])
+        lines.append(f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  ({found})  [{row['point_id']}]")
+        if "text" in row:
+            lines.append("   " + row["text"].replace("\n", "\n   "))
+    data = {"query": text or str(image), "mode": mode or "visual", "hits": rows}
+    emit(as_json, data, "\n".join(lines) or "no hits")
+
+
+def main() -> None:
+    from core.cli import run_one
+
+    run_one(search, "search")
