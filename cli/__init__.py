@@ -142,6 +142,7 @@ def search(
     prompt_for(decode_mode)  # an unknown mode fails now, not after the search
     settings = _settings()
     searcher = Searcher.from_settings(settings)
+    rendered = None  # the text query as drawn: views used, characters left out, warnings
     try:
         if image is not None:
             try:
@@ -151,7 +152,9 @@ def search(
             hits = searcher.search_image(query, top_k, doc, exact=exact)
         else:
             mode = mode or searcher.default_mode()
-            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact)
+            rendered = None if mode == "text" else searcher.render(text)  # warns of what it cannot draw
+            tokens = None if rendered is None else searcher.encode_query(rendered)
+            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact, tokens=tokens)
         rows = [h.to_dict() for h in hits]
         if decode:
             decoder = Decoder(searcher.model, searcher.store, settings)
@@ -167,7 +170,8 @@ def search(
         )
         if "text" in row:
             lines.append("   " + row["text"].replace("\n", "\n   "))
-    data = {"query": text or str(image), "mode": mode or "visual", "hits": rows}
+    data = {"query": text or str(image), "mode": mode or "visual", "hits": rows,
+            "rendering": rendered.to_dict() if rendered else None}
     _emit(as_json, data, "\n".join(lines) or "no hits")
 
 
