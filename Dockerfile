@@ -5,9 +5,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# poppler-utils: pdftoppm for PDF pages; fonts-dejavu-core: the font text queries are rendered with.
+# poppler-utils: pdftoppm for PDF pages. Text queries are drawn in DejaVu Sans (fonts-dejavu-core), with Noto fonts
+# for the scripts it lacks (fonts-noto-core, fonts-noto-cjk); libfribidi0 lets Pillow lay out right-to-left text.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends poppler-utils fonts-dejavu-core \
+    && apt-get install -y --no-install-recommends poppler-utils fonts-dejavu-core fonts-noto-core fonts-noto-cjk \
+       libfribidi0 \
     && rm -rf /var/lib/apt/lists/*
 
 # CPU build of torch. For a GPU image, start from a CUDA base image and install a CUDA build instead,

@@ -8,19 +8,35 @@ STAMP  := $(VENV)/.installed
 # Override for another build, e.g. make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/<cuda tag>"
 TORCH  ?= torch==2.13.0
 
-.PHONY: install poppler demo lint test clean
+.PHONY: install system demo lint test clean
 
-install: poppler $(STAMP)
+install: system $(STAMP)
 
-# pdftoppm (poppler-utils) turns PDF pages into images.
-poppler:
-	@if ! command -v pdftoppm >/dev/null 2>&1; then \
+# Debian packages the project needs, each with a command or file (a pattern) that shows it is there: poppler-utils
+# (pdftoppm turns PDF pages into images); the fonts text queries are drawn with (core/fonts.py): DejaVu Sans, Noto
+# for the scripts DejaVu Sans lacks, Noto CJK; and FriBiDi, which Pillow's raqm layout loads to lay out
+# right-to-left text (core/bidi.py).
+SYSTEM_PACKAGES := \
+	poppler-utils=pdftoppm \
+	libfribidi0=/usr/lib/*/libfribidi.so.0 \
+	fonts-dejavu-core=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
+	fonts-noto-core=/usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf \
+	fonts-noto-cjk=/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+
+# Installs what is missing with apt-get when run as root; otherwise stops with the command to run.
+system:
+	@missing=""; \
+	for entry in $(SYSTEM_PACKAGES); do \
+		what="$${entry#*=}"; \
+		ls -d $$what >/dev/null 2>&1 || command -v "$$what" >/dev/null 2>&1 || missing="$$missing $${entry%%=*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing poppler-utils (pdftoppm)"; \
+			echo "installing$$missing"; \
 			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 		else \
-			echo "error: pdftoppm not found; install poppler-utils (Debian/Ubuntu: sudo apt-get install poppler-utils)" >&2; \
+			echo "error: missing Debian packages:$$missing (Debian/Ubuntu: sudo apt-get install$$missing)" >&2; \
 			exit 1; \
 		fi; \
 	fi

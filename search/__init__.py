@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from config import Settings
 from core.model import OcrModel
 from core.pooling import keep_mask
-from core.render import render_query
+from core.render import RenderedQuery, render_views
 from core.stage import Stage
 from core.store import PageStore
 from core.tensors import to_numpy
@@ -59,9 +60,15 @@ class Searcher(Stage):
         self._has_text = self._has_text or self.store.text_pages() > 0  # pages keep their text once they have it
         return "hybrid" if self._has_text else "visual"
 
-    def encode_query(self, text: str):
-        """The query's tokens: the text rendered to an image and encoded like a page."""
-        return self.query_tokens(render_query(text, self.settings.query_font_px))
+    def render(self, text: str) -> RenderedQuery:
+        """The text drawn over one or more views (core.render.render_views), with what could not be drawn."""
+        return render_views(text, self.settings.query_font_px)
+
+    def encode_query(self, text: str | RenderedQuery):
+        """The query's tokens: the text rendered (or already rendered by render) and each view encoded like a
+        page; the tokens of all views together, so MaxSim uses them all."""
+        rendered = text if isinstance(text, RenderedQuery) else self.render(text)
+        return np.concatenate([self.query_tokens(view) for view in rendered.views])
 
     def search(
         self,

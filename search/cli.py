@@ -43,6 +43,7 @@ def search(
         fail("an --image query is searched visually only; leave out --mode or use --mode visual")
     prompt_for(decode_mode)  # an unknown mode fails now, not after the search
     s = settings()
+    rendered = None  # the text query as drawn: views used, characters left out, warnings
     with Searcher.from_settings(s) as searcher:
         if image is not None:
             try:
@@ -52,7 +53,9 @@ def search(
             hits = searcher.search_image(query, top_k, doc, exact=exact)
         else:
             mode = mode or searcher.default_mode()
-            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact)
+            rendered = None if mode == "text" else searcher.render(text)  # warns of what it cannot draw
+            tokens = None if rendered is None else searcher.encode_query(rendered)
+            hits = searcher.search(text, top_k, doc, mode=mode, exact=exact, tokens=tokens)
         rows = [h.to_dict() for h in hits]
         if decode:
             with Decoder.from_settings(s) as decoder:  # the same model and store handle, shared in this process
@@ -64,7 +67,12 @@ def search(
         lines.append(f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  ({found})  [{row['point_id']}]")
         if "text" in row:
             lines.append("   " + row["text"].replace("\n", "\n   "))
-    data = {"query": text or str(image), "mode": mode or "visual", "hits": rows}
+    data = {
+        "query": text or str(image),
+        "mode": mode or "visual",
+        "hits": rows,
+        "rendering": rendered.to_dict() if rendered else None,
+    }
     emit(as_json, data, "\n".join(lines) or "no hits")
 
 

@@ -93,6 +93,18 @@ def test_search_returns_ranked_hits(lib):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_search_reports_how_the_query_was_drawn(lib):
+    found = ok_json(run_cli(["search", "Invoice total", "--json", "--top-k", "1"], lib.env, lib.root))
+    assert found["rendering"] == {"views": 1, "max_views": 3, "fonts": ["DejaVu Sans"], "missing": [], "warnings": []}
+    proc = run_cli(["search", "Invoice \U0001f980 total", "--json", "--top-k", "1"], lib.env, lib.root)
+    rendering = ok_json(proc)["rendering"]
+    assert [m["codepoint"] for m in rendering["missing"]] == ["U+1F980"] and rendering["warnings"]
+    assert "warning: " in proc.stderr and "U+1F980" in proc.stderr
+    assert "U+1F980" in usage_error(run_cli(["search", "\U0001f980"], lib.env, lib.root))
+    message = usage_error(run_cli(["search", "invoice total " * 3000], lib.env, lib.root))
+    assert "limit is 3 views" in message
+
+
 def test_search_decode_gives_text(invoice_hit):
     assert HIT_FIELDS <= invoice_hit.keys()
     assert isinstance(invoice_hit["text"], str)
