@@ -24,25 +24,43 @@ def _sizes(pages: list[str]) -> list[int]:
 
 
 def _describe(r) -> str:
-    scan = (
-        f"{r.scan_p50_ms:.1f} / {r.scan_p95_ms:.1f} ms (fast path {r.speedup_vs_scan}x faster)"
-        if r.scan_p50_ms
-        else "not run"
-    )
+    def ms(p50, p95) -> str:
+        return f"{p50:.1f} / {p95:.1f} ms" if p50 is not None else "not measured"
+
+    scan = f"{ms(r.scan_p50_ms, r.scan_p95_ms)} (fast path {r.speedup_vs_scan}x faster)" if r.scan_p50_ms else "not run"
+    agree = "" if r.scan_recall_at_10 is None else f"; the scan's top 10 against exact: {r.scan_recall_at_10:.3f}"
+    if r.chunked and r.scan_recall_at_10 is not None:
+        agree += " (the scan ranks by every token, exact MaxSim by the `tokens` chunk)"
     disk = f"{r.disk_bytes_per_page / 1e6:.2f} MB" if r.disk_bytes_per_page is not None else "unknown"
+    q = r.gap_relative_quantiles
+    if r.ram_bytes_per_page is not None:
+        ram = (
+            f"  RAM-resident search data (measured in a fresh process: heap growth on opening the store, plus its "
+            f"mapped vector files): {r.ram_bytes_per_page / 1e3:.1f} kB a page ({r.ram_fraction:.1%} of the "
+            f"{r.token_bytes_per_page / 1e3:.0f} kB float16 token set), {r.ram_after_queries_bytes_per_page / 1e3:.1f}"
+            f" kB after the cold queries; estimate from the layout {r.ram_estimate_bytes_per_page / 1e3:.1f} kB; "
+            f"mapped WAL and payload files {r.ram_fixed_bytes / 1e6:.1f} MB in all"
+        )
+    else:
+        estimate = r.ram_estimate_bytes_per_page / 1e3
+        ram = f"  RAM-resident: not measured on this store; estimate from the layout {estimate:.1f} kB a page"
     return "\n".join(
         [
-            f"{r.pages} pages ({r.source}, {r.tokens_per_page:g} tokens a page), {r.queries} queries:",
-            f"  recall@10 of the fast path against exact MaxSim: {r.recall_at_10:.3f}",
-            f"  fast path   p50 / p95: {r.fast_p50_ms:.1f} / {r.fast_p95_ms:.1f} ms",
-            f"  exact       p50 / p95: {r.exact_p50_ms:.1f} / {r.exact_p95_ms:.1f} ms "
-            f"(fast path {r.speedup_vs_exact}x faster)",
+            f"{r.pages} pages ({r.source}, {r.tokens_per_page:g} tokens a page), {r.queries} queries, "
+            f"load average {r.load_average}:",
+            f"  recall@10 against exact MaxSim: fast path {r.recall_at_10:.3f} (worst query {r.recall_at_10_min:.1f}), "
+            f"its first stage alone {r.first_stage_recall_at_10:.3f}, a random ranking {r.random_recall_at_10:.3f}"
+            + agree,
+            f"  fast path   p50 / p95: warm {ms(r.fast_p50_ms, r.fast_p95_ms)}, "
+            f"cold {ms(r.fast_cold_p50_ms, r.fast_cold_p95_ms)}",
+            f"  exact       p50 / p95: {ms(r.exact_p50_ms, r.exact_p95_ms)} "
+            f"(fast path {r.speedup_vs_exact}x faster, warm)",
             f"  torch scan  p50 / p95: {scan}",
-            f"  exact score gap, rank 10 to 11: {r.exact_gap_10_11:.3f} ({r.exact_gap_10_11_relative:.1%} of rank 10)",
-            f"  RAM-resident search data: {r.ram_bytes_per_page / 1e3:.1f} kB a page "
-            f"({r.ram_fraction:.1%} of the {r.token_bytes_per_page / 1e3:.0f} kB float16 token set)"
-            + ("" if r.bytes_measured else ", estimated"),
-            f"  disk: {disk} a page; build {r.build_s:.0f} s",
+            f"  exact score gap, rank 10 to 11: median {r.exact_gap_10_11:.3f} "
+            f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
+            ram,
+            f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_dense} / {r.prefetch_pooled}, "
+            f"pool size {r.pool_size}, exact below {r.exact_below} pages",
         ]
     )
 

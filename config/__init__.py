@@ -72,11 +72,25 @@ class Settings(BaseSettings):
     pooling: Literal["cluster", "window"] = Field(
         "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."
     )
-    pool_size: int = Field(8, ge=1, description="Tokens per pooled vector, on average (257 tokens -> 33 vectors).")
+    pool_size: int = Field(
+        16, ge=1, description="Tokens per pooled vector, on average (257 tokens -> 17 vectors, 1121 -> 71)."
+    )
     pooled_quantization: bool = Field(True, description="Keep the pooled vectors in RAM as int8 (scalar quantization).")
     hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of the dense first-stage index.")
     first_stage: Literal["mean", "muvera"] = Field(
         "mean", description="The first stage's vector per page: the mean of its unit tokens, or a MUVERA encoding."
+    )
+    first_stage_probes: int = Field(
+        3,
+        ge=1,
+        description="First-stage query vectors, each an HNSW search of PREFETCH_DENSE pages: the query's mean, then "
+        "the means of its token groups (1: the mean alone).",
+    )
+    exact_below: int = Field(
+        256,
+        ge=0,
+        description="Collections of at most this many pages are searched by exact MaxSim over every page: there it "
+        "costs about what the fast path's last stage does, and it is exact.",
     )
     blank_similarity: float = Field(
         0.9,

@@ -202,6 +202,14 @@ class OcrModel:
 
     def generate_from_tokens(self, tokens: "torch.Tensor", prompt: str, max_new_tokens: int = 512) -> str:
         """Regenerate text from a stored token set: the prompt's `<image>` expands to one placeholder per row."""
+        return self.text_of(self.generate_ids_from_tokens(tokens, prompt, max_new_tokens))
+
+    def generate_from_image(self, image: "Image.Image", prompt: str, max_new_tokens: int = 512) -> str:
+        """The ordinary pixel path: processor + model, as DeepSeek-OCR-2 is normally run."""
+        return self.text_of(self.generate_ids_from_image(image, prompt, max_new_tokens))
+
+    def generate_ids_from_tokens(self, tokens: "torch.Tensor", prompt: str, max_new_tokens: int = 512) -> list[int]:
+        """The token ids `generate_from_tokens` decodes into its text (the new ones, special tokens included)."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         image_token = self.processor.image_token
@@ -212,19 +220,23 @@ class OcrModel:
         feats = BaseModelOutputWithPooling(pooler_output=[tokens.to(self.device, self.dtype)])
         return self._generate(inputs, max_new_tokens, mm_encoder_outputs={"image": feats})
 
-    def generate_from_image(self, image: "Image.Image", prompt: str, max_new_tokens: int = 512) -> str:
-        """The ordinary pixel path: processor + model, as DeepSeek-OCR-2 is normally run."""
+    def generate_ids_from_image(self, image: "Image.Image", prompt: str, max_new_tokens: int = 512) -> list[int]:
+        """The token ids `generate_from_image` decodes into its text."""
         inputs = self.processor(images=image.convert("RGB"), text=prompt, return_tensors="pt").to(self.device)
         for key in ("pixel_values", "pixel_values_local"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.dtype)
         return self._generate(inputs, max_new_tokens)
 
-    def _generate(self, inputs, max_new_tokens: int, **extra) -> str:
+    def text_of(self, ids: list[int]) -> str:
+        """The text of generated token ids."""
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def _generate(self, inputs, max_new_tokens: int, **extra) -> list[int]:
         prompt_len = inputs["input_ids"].shape[1]
         with self._inference():
             ids = self.model.generate(**inputs, **extra, max_new_tokens=max_new_tokens, do_sample=False)
-        return self.processor.tokenizer.decode(ids[0, prompt_len:], skip_special_tokens=True).strip()
+        return ids[0, prompt_len:].tolist()
 
     def _inference(self):
         import torch

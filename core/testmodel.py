@@ -110,6 +110,7 @@ def make_test_model(directory: str | Path, seed: int = 0, hidden_size: int = TES
     torch.manual_seed(seed)
     model = DeepseekOcr2ForConditionalGeneration(config).eval()
     _make_tokens_follow_the_image(model)
+    _make_text_follow_the_image(model)
     model = model.to(torch.bfloat16)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -132,3 +133,18 @@ def _make_tokens_follow_the_image(model) -> None:
         for layer in vision.vision_encoder.layers:
             layer.self_attn.q_proj.weight.mul_(30.0)
             layer.self_attn.k_proj.weight.mul_(30.0)
+
+
+def _make_text_follow_the_image(model) -> None:
+    """A random decoder's near-uniform attention averages all image tokens into the same few logits, so every page
+    decodes to the same text and a fidelity test could not tell pages apart. Sharper attention (query and key
+    weights x16) picks out particular image tokens at particular positions, and larger values (x8) let them outweigh
+    the prompt's embeddings: different pages, shuffled or altered tokens then decode to different text."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.q_proj.weight.mul_(16.0)
+            layer.self_attn.k_proj.weight.mul_(16.0)
+            layer.self_attn.v_proj.weight.mul_(8.0)
+            layer.self_attn.o_proj.weight.mul_(8.0)

@@ -48,6 +48,12 @@ class Decoder(Stage):
         self._keep_preview(point, text, mode)
         return text
 
+    def decode_ids(self, point_id: str, mode: str = "ocr") -> list[int]:
+        """The token ids the decoder generates from a stored page's tokens (`decode` is their text); nothing is
+        saved."""
+        tokens = to_torch(self._point(point_id).tokens, self.model.dtype)
+        return self.model.generate_ids_from_tokens(tokens, prompt_for(mode), self.settings.max_new_tokens)
+
     def _point(self, point_id: str) -> PagePoint:
         point = self.store.get(point_id, with_tokens=True)
         if point is None or point.tokens is None:
@@ -67,6 +73,10 @@ class Decoder(Stage):
     def decode_image(self, image: Image.Image, mode: str = "ocr") -> str:
         """The ordinary pixel path, for comparison with `decode`."""
         return self.model.generate_from_image(image, prompt_for(mode), self.settings.max_new_tokens)
+
+    def decode_image_ids(self, image: Image.Image, mode: str = "ocr") -> list[int]:
+        """The token ids of the pixel path, for comparison with `decode_ids`."""
+        return self.model.generate_ids_from_image(image, prompt_for(mode), self.settings.max_new_tokens)
 
 
 __all__ = ["Decoder", "PointNotFoundError"]

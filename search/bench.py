@@ -1,28 +1,34 @@
-"""The search benchmark behind `tokendirect bench search`: the fast path against exact MaxSim and a plain scan.
+"""The search benchmark behind `tokendirect bench search`: the fast path against exact MaxSim, its own first stage
+alone, a random ranking and an in-memory scan, with latency warm and cold and memory measured.
 
-Synthetic pages have the real shape (257 tokens x 1280 by default) and a fixed structure, so that exact MaxSim has
-a real ranking to reproduce rather than near-ties:
-- 40% of a page's tokens lie around 256 "layout" centroids shared by all pages, 30% around the 16 centroids of its
-  topic (topics of 10 consecutive pages), 30% around 8 centroids of its own; the tokens come in shuffled order;
-- centroids are random unit vectors; the Gaussian noise has sigma 0.5 in norm (sigma / sqrt(dim) per dimension),
-  and every token is L2-normalised, then rounded to bfloat16 like the encoder's output;
-- a query for page i is 12 tokens around its topic's centroids and 8 around its own, noise sigma 0.3.
-So a query's exact top 10 is its topic, its own page first. Everything is seeded: the same N gives the same pages.
-
-Reported in one run: recall@10 of the fast path against exact MaxSim, p50/p95 latency of the fast path, of exact
-MaxSim in Qdrant and of an in-memory torch MaxSim scan over every page (what byaldi does), their ratios, the exact
-score gap between ranks 10 and 11, and RAM-resident and disk bytes per page.
+Synthetic pages have the real shape (257 tokens x 1280 by default; `--tokens 1121` for six-tile pages) and a graded
+structure, so that exact MaxSim gives a continuous ranking rather than cluster membership:
+- 240 topics share 24 themes: a topic's 24 centroids are random unit vectors pulled towards its theme's (weight
+  0.7), so topics of one theme overlap in part. Topics are popular by Zipf's law (some appear on many pages);
+- a page is 35% "layout" tokens around 256 centroids shared by all pages (the blank canvas and furniture every page
+  has), and 3 to 6 content regions of Dirichlet-drawn sizes, each a different topic: a region takes 6 of its topic's
+  24 centroids, each moved by a page-specific offset of norm 0.3 to 1.0 (how this page words it);
+- tokens carry Gaussian noise of norm 0.5 (sigma / sqrt(dim) per dimension), are L2-normalised and rounded to
+  bfloat16 like the encoder's output, in shuffled order;
+- a query paraphrases two regions of one page: 10 tokens around each region's centroids, moved again (norm 0.5),
+  noise 0.3. Its page comes first; then come pages sharing its topics through overlapping centroid subsets, at
+  scores that fall off gradually (ranks 10 and 11 differ by about 1%), so recall@10 counts near-ties.
+The query's two regions are a small part of any page's mean (layout and other regions dominate it), so the mean
+vector alone finds well under half of the exact top 10: a fast path that relied on it would score badly.
+Everything is seeded: the same N gives the same pages, and page i is the same whatever N is.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,11 +39,14 @@ from core.errors import UsageError
 from core.model import ModelIdentity
 from core.pooling import pooled_count
 from core.store import EdgeStore, PagePoint, PageStore, SearchLayout, open_store
+from core.store.layout import DENSE
+from core.store.schema import TOKENS, Filter, Nearest, Stage, rows_per_vector
 from core.tensors import bfloat16_values, unit_length
 from search.plan import search
 
 TOP = 10
 BATCH = 16  # pages per upsert while building
+DOC_PAGES = 10  # synthetic pages per document: a build is cut back whole documents at a time
 
 
 @dataclass(frozen=True)
@@ -45,72 +54,88 @@ class SyntheticSpec:
     tokens: int = 257
     dim: int = 1280
     layout_centroids: int = 256
-    topic_size: int = 10
-    topic_centroids: int = 16
-    own_centroids: int = 8
-    layout_share: float = 0.4
-    topic_share: float = 0.3
+    layout_share: float = 0.35
+    themes: int = 24
+    topics: int = 240
+    topic_centroids: int = 24
+    theme_weight: float = 0.7
+    zipf: float = 1.0
+    regions: tuple[int, int] = (3, 6)
+    region_centroids: int = 6
+    wording: tuple[float, float] = (0.3, 1.0)  # norm of a region's page-specific offset
     page_noise: float = 0.5
-    query_topic_tokens: int = 12
-    query_own_tokens: int = 8
+    query_region_tokens: int = 10
+    paraphrase: float = 0.5
     query_noise: float = 0.3
     seed: int = 0
 
 
 class SyntheticPages:
-    """Pages and queries of `SyntheticSpec`'s structure; page i is the same whatever N is."""
+    """Pages and queries of `SyntheticSpec`'s graded structure; page i is the same whatever N is."""
 
     def __init__(self, spec: SyntheticSpec = SyntheticSpec()):
         self.spec = spec
-        self.layout = self._centroids(0, 0, spec.layout_centroids)
+        s = spec
+        rng = np.random.default_rng([s.seed, 0])
+        self.layout = self._unit_normal(rng, (s.layout_centroids, s.dim))
+        themes = self._unit_normal(rng, (s.themes, s.topic_centroids, s.dim))
+        theme_of = rng.integers(0, s.themes, s.topics)
+        own = self._unit_normal(rng, (s.topics, s.topic_centroids, s.dim))
+        self.topics = unit_length(np.float32(s.theme_weight) * themes[theme_of] + own)
+        weights = 1.0 / np.arange(1, s.topics + 1) ** s.zipf
+        self.popularity = weights / weights.sum()
 
-    def _centroids(self, kind: int, key: int, count: int) -> np.ndarray:
-        rng = np.random.default_rng([self.spec.seed, kind, key])
-        return unit_length(rng.standard_normal((count, self.spec.dim), dtype=np.float32))
+    def _unit_normal(self, rng, shape) -> np.ndarray:
+        return unit_length(rng.standard_normal(shape, dtype=np.float32))
 
-    def _noisy(self, rng, centres: np.ndarray, sigma: float) -> np.ndarray:
-        noise = rng.standard_normal(centres.shape, dtype=np.float32) * np.float32(sigma / math.sqrt(self.spec.dim))
-        return bfloat16_values(unit_length(centres + noise))
+    def _moved(self, rng, centres: np.ndarray, norm: float) -> np.ndarray:
+        noise = rng.standard_normal(centres.shape, dtype=np.float32) * np.float32(norm / math.sqrt(self.spec.dim))
+        return unit_length(centres + noise)
+
+    def regions(self, i: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """Page i's content regions (each: its centroids as this page words them) and their shares of the content."""
+        s = self.spec
+        rng = np.random.default_rng([s.seed, 1, i])
+        count = int(rng.integers(s.regions[0], s.regions[1] + 1))
+        topics = rng.choice(s.topics, count, replace=False, p=self.popularity)
+        regions = []
+        for topic in topics:
+            picked = rng.choice(s.topic_centroids, s.region_centroids, replace=False)
+            regions.append(self._moved(rng, self.topics[topic, picked], rng.uniform(*s.wording)))
+        return regions, rng.dirichlet(np.full(count, 2.0))
 
     def page(self, i: int) -> np.ndarray:
         s = self.spec
+        regions, shares = self.regions(i)
         rng = np.random.default_rng([s.seed, 3, i])
         n_layout = round(s.layout_share * s.tokens)
-        n_topic = round(s.topic_share * s.tokens)
-        n_own = s.tokens - n_layout - n_topic
-        topic = self._centroids(1, i // s.topic_size, s.topic_centroids)
-        own = self._centroids(2, i, s.own_centroids)
-        centres = np.concatenate(
-            [
-                self.layout[rng.integers(0, len(self.layout), n_layout)],
-                topic[rng.integers(0, len(topic), n_topic)],
-                own[rng.integers(0, len(own), n_own)],
-            ]
-        )
-        return self._noisy(rng, centres[rng.permutation(len(centres))], s.page_noise)
+        counts = np.floor(shares * (s.tokens - n_layout)).astype(int)
+        counts[0] += s.tokens - n_layout - counts.sum()
+        parts = [self.layout[rng.integers(0, len(self.layout), n_layout)]]
+        parts += [region[rng.integers(0, len(region), n)] for region, n in zip(regions, counts, strict=True)]
+        centres = np.concatenate(parts)
+        return bfloat16_values(self._moved(rng, centres[rng.permutation(len(centres))], s.page_noise))
 
     def query(self, i: int, key: int) -> np.ndarray:
+        """A query paraphrasing two of page i's regions."""
         s = self.spec
+        regions, _ = self.regions(i)
         rng = np.random.default_rng([s.seed, 4, i, key])
-        topic = self._centroids(1, i // s.topic_size, s.topic_centroids)
-        own = self._centroids(2, i, s.own_centroids)
-        centres = np.concatenate(
-            [
-                topic[rng.integers(0, len(topic), s.query_topic_tokens)],
-                own[rng.integers(0, len(own), s.query_own_tokens)],
-            ]
-        )
-        return self._noisy(rng, centres, s.query_noise)
+        parts = []
+        for r in rng.choice(len(regions), 2, replace=False):
+            centres = regions[r][rng.integers(0, len(regions[r]), s.query_region_tokens)]
+            parts.append(self._moved(rng, centres, s.paraphrase))
+        return bfloat16_values(self._moved(rng, np.concatenate(parts), s.query_noise))
 
 
 def synthetic_identity(spec: SyntheticSpec) -> ModelIdentity:
-    return ModelIdentity("token-direct/bench-synthetic", f"seed-{spec.seed}", spec.dim)
+    return ModelIdentity("token-direct/bench-synthetic", f"graded-seed-{spec.seed}", spec.dim, spec.tokens)
 
 
 def synthetic_point(i: int, tokens: np.ndarray) -> PagePoint:
     from core.pages import point_id
 
-    doc = f"synthetic-topic-{i // 10:05d}"
+    doc = _doc(i // DOC_PAGES)
     return PagePoint(
         point_id(doc, i + 1),
         {"doc_id": doc, "source": f"synthetic:{i}", "page": i + 1, "n_tokens": int(tokens.shape[0])},
@@ -118,51 +143,45 @@ def synthetic_point(i: int, tokens: np.ndarray) -> PagePoint:
     )
 
 
+def _doc(k: int) -> str:
+    return f"synthetic-{k:05d}"
+
+
 # -- the in-memory scan ----------------------------------------------------------------------------------------
 
 
 class TorchScan:
-    """Every page's unit tokens in RAM as one float16 tensor, MaxSim computed by torch over all of them."""
+    """Every page's unit tokens in RAM as one float32 tensor [pages, rows, dim], MaxSim of a query over all of them
+    in one matrix product: the baseline at its best (no conversion per query). Shorter pages repeat their first
+    row, which never changes a MaxSim score."""
 
-    def __init__(self, chunk_pages: int = 256):
-        self.chunk_pages = chunk_pages
-        self._pages: list = []
-        self._stacked = None
+    def __init__(self, capacity: int, rows: int, dim: int):
+        import torch
+
+        self._table = torch.empty((capacity, rows, dim), dtype=torch.float32)
+        self.count = 0
 
     def add(self, tokens: np.ndarray) -> None:
         import torch
 
-        self._pages.append(torch.from_numpy(unit_length(tokens).astype(np.float16)))
-        self._stacked = None
-
-    def _stack(self):
-        import torch
-
-        if self._stacked is None:
-            longest = max(p.shape[0] for p in self._pages)
-            # shorter pages repeat their first row: a duplicate row never changes a MaxSim score
-            padded = [
-                p if p.shape[0] == longest else torch.cat([p, p[:1].expand(longest - p.shape[0], -1)])
-                for p in self._pages
-            ]
-            self._stacked = torch.stack(padded)
-            self._pages = list(self._stacked)
-        return self._stacked
+        unit = torch.from_numpy(unit_length(tokens))
+        page = self._table[self.count]
+        page[: len(unit)] = unit
+        page[len(unit) :] = unit[:1]
+        self.count += 1
 
     @property
     def nbytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self._pages)
+        return self.count * self._table[0].numel() * 4
 
     def search(self, query: np.ndarray, limit: int) -> list[tuple[int, float]]:
         import torch
 
-        pages = self._stack()
+        pages = self._table[: self.count]
         q = torch.from_numpy(unit_length(query))
-        scores = torch.empty(pages.shape[0])
         with torch.inference_mode():
-            for start in range(0, pages.shape[0], self.chunk_pages):
-                chunk = pages[start : start + self.chunk_pages].float()
-                scores[start : start + chunk.shape[0]] = torch.einsum("ptd,qd->pqt", chunk, q).amax(-1).sum(-1)
+            scores = (pages.reshape(-1, pages.shape[2]) @ q.T).reshape(pages.shape[0], pages.shape[1], -1)
+            scores = scores.amax(1).sum(-1)
         top = torch.topk(scores, min(limit, len(scores)))
         return list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
 
@@ -170,38 +189,145 @@ class TorchScan:
 # -- measuring -------------------------------------------------------------------------------------------------
 
 
-def _ms(samples: list[float], q: float) -> float:
-    return round(float(np.percentile(samples, q)) * 1000, 3)
+def _ms(samples: list[float], q: float) -> float | None:
+    return round(float(np.percentile(samples, q)) * 1000, 3) if samples else None
 
 
-def storage_bytes(path: Path) -> dict[str, int]:
-    """Bytes on disk of an embedded shard, and of the parts search keeps in RAM: the dense vectors and their HNSW
-    graph, and the pooled vectors' int8 copy (or the pooled vectors themselves when not quantized)."""
-    disk = ram = 0
-    for root, _, files in os.walk(path):
-        rel = Path(root).relative_to(path).as_posix()
-        for name in files:
-            st = os.stat(Path(root) / name)
-            size = min(st.st_size, st.st_blocks * 512)  # preallocated, never written chunks take no disk
-            disk += size
-            quantized = "vector_storage-pooled" in rel and name.startswith("quantized")
-            if "vector_storage-dense" in rel or "vector_index-dense" in rel or quantized:
-                ram += size
-    if ram and not any("quantized" in n for _, _, fs in os.walk(path) for n in fs):
-        ram += sum(
-            min(os.stat(Path(r) / n).st_size, os.stat(Path(r) / n).st_blocks * 512)
-            for r, _, fs in os.walk(path)
-            if "vector_storage-pooled" in r
-            for n in fs
-        )
-    return {"disk": disk, "ram": ram}
+def _part(rel: Path) -> str:
+    """Which part of a shard a file belongs to: a named vector's storage or index, the payload, the WAL."""
+    for name in rel.parts:
+        if name.startswith(("vector_storage-", "vector_index-")):
+            return name.split("-", 1)[1]
+    return "wal" if "wal" in rel.parts else "payload and other"
+
+
+def _files(path: Path):
+    for root, _, names in os.walk(path):
+        for name in names:
+            yield Path(root) / name
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes an embedded shard takes on disk (preallocated, never written parts of its files take none)."""
+    return sum(min(st.st_size, st.st_blocks * 512) for st in (os.stat(f) for f in _files(path)))
+
+
+def drop_page_cache(path: Path) -> None:
+    """Evict the shard's own files from the page cache (posix_fadvise DONTNEED), nothing else of the machine's."""
+    for f in _files(path):
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def page_cache_bytes(path: Path) -> dict[str, int]:
+    """Bytes of the shard's files in the page cache, by part (mincore(2) over a read-only mapping of each file)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = os.sysconf("SC_PAGE_SIZE")
+    found: dict[str, int] = {}
+    for f in _files(path):
+        try:
+            size = os.stat(f).st_size
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if not size:
+                continue
+            addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+            if addr in (None, ctypes.c_void_p(-1).value):
+                continue
+            vec = np.zeros(-(-size // page), dtype=np.uint8)
+            if libc.mincore(addr, size, vec.ctypes.data) == 0:
+                part = _part(f.relative_to(path))
+                found[part] = found.get(part, 0) + int((vec & 1).sum()) * page
+            libc.munmap(addr, size)
+        finally:
+            os.close(fd)
+    return found
+
+
+def resident_bytes(shard: Path) -> dict[str, int]:
+    """This process's resident memory (/proc/self/smaps) by kind: `anonymous` (heap: what the engine loaded into
+    RAM), the shard's own mapped files by part (`shard:<part>`), and `other` (library code and other files). Freed
+    heap is handed back to the system first (malloc_trim), so memory a library freed is not counted as held."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+    root = str(shard.resolve()) + os.sep
+    found: dict[str, int] = {}
+    kind = "other"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                name = head[5].strip() if len(head) > 5 else ""
+                if name.startswith(root):
+                    kind = "shard:" + _part(Path(name[len(root) :]))
+                else:
+                    kind = "anonymous" if not name or name.startswith("[") else "other"
+            elif line.startswith("Rss:"):
+                found[kind] = found.get(kind, 0) + int(line.split()[1]) * 1024
+    return found
+
+
+def search_ram(before: dict[str, int], now: dict[str, int]) -> tuple[int, int]:
+    """(bytes the store's search data holds in RAM, the shard's fixed overhead) from two `resident_bytes`: heap
+    growth plus the mapped files of its vectors and indexes; apart, the mapped WAL and payload files, whose size
+    does not follow the number of pages."""
+    heap = now.get("anonymous", 0) - before.get("anonymous", 0)
+    fixed = ("shard:wal", "shard:payload and other")
+    mapped = sum(b for k, b in now.items() if k.startswith("shard:") and k not in fixed)
+    return heap + mapped, sum(now.get(k, 0) for k in fixed)
 
 
 def estimated_ram_bytes(store: PageStore, tokens: int, dim: int) -> int:
-    """What the fast path keeps in RAM per page, from the layout (for engines whose files cannot be read)."""
+    """An estimate, from the layout alone, of what the fast path keeps in RAM per page (for stores whose memory
+    cannot be measured here): the pooled vectors (int8 plus a scale, or float16), the dense vector and its graph."""
     layout = store.layout
     pooled = pooled_count(tokens, layout.pool_size) * (dim + 4 if layout.pooled_quantization else 2 * dim)
     return 2 * layout.dense_size(dim) + 2 * layout.hnsw_m * 4 + pooled
+
+
+def probe_cold(settings: Settings, queries: list[np.ndarray], top: int) -> dict:
+    """Run in a fresh process: resident memory before opening the shard, after opening it and after the queries,
+    and the fast path's latency with the shard's files out of the page cache before every query (the first query
+    warms up the process and is not counted)."""
+    import qdrant_edge  # noqa: F401  (library code is not what the store holds: loaded before the baseline)
+
+    shard = settings.shard_path()
+    base = resident_bytes(shard)
+    with open_store(settings) as store:
+        pages = store.count()  # opens the shard and reads the collection record
+        opened = resident_bytes(shard)
+        cold, hits = [], []
+        for k, q in enumerate([queries[0], *queries]):
+            drop_page_cache(store.path)
+            t = time.perf_counter()
+            found = search(store, q, top)
+            if k:
+                cold.append(time.perf_counter() - t)
+                hits.append([p.point_id for p in found])
+        after = resident_bytes(shard)
+        cache = page_cache_bytes(store.path)
+    return {"pages": pages, "base": base, "opened": opened, "after": after, "cold": cold, "hits": hits, "cache": cache}
+
+
+def _in_fresh_process(fn, *args):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 @dataclass
@@ -209,32 +335,62 @@ class SearchBench:
     pages: int
     queries: int
     tokens_per_page: float
-    recall_at_10: float
-    fast_p50_ms: float
+    chunked: bool  # pages hold more rows than one multivector: exact MaxSim ranks by the `tokens` chunk alone
+    recall_at_10: float  # the fast path against exact MaxSim (mean over the queries)
+    recall_at_10_min: float  # ... its worst query
+    first_stage_recall_at_10: float  # the fast path's first stage alone (dense HNSW, top 10)
+    random_recall_at_10: float  # a random ranking (expected value, 10 / pages): the floor
+    scan_recall_at_10: float | None  # the scan (every token) against exact MaxSim: 1.0 unless pages are chunked
+    fast_p50_ms: float  # warm: the shard's files in the page cache (exact search has just read them all)
     fast_p95_ms: float
+    fast_cold_p50_ms: float | None  # the shard's files dropped from the page cache before each query
+    fast_cold_p95_ms: float | None
     exact_p50_ms: float
     exact_p95_ms: float
     scan_p50_ms: float | None
     scan_p95_ms: float | None
-    speedup_vs_exact: float
+    speedup_vs_exact: float  # warm p50s
     speedup_vs_scan: float | None
-    exact_gap_10_11: float  # mean score gap between ranks 10 and 11 of the exact result
+    exact_gap_10_11: float  # median score gap between ranks 10 and 11 of the exact result
     exact_gap_10_11_relative: float  # ... as a fraction of the rank-10 score
+    gap_relative_quantiles: dict  # p10 / p50 / p90 of that fraction over the queries
     token_bytes_per_page: float  # the full token set as float16
-    ram_bytes_per_page: float
-    ram_fraction: float  # ram_bytes_per_page / token_bytes_per_page
+    ram_bytes_per_page: float | None  # measured: RAM the opened store's search data takes in its process, per page
+    ram_fixed_bytes: int | None  # measured: the shard's mapped WAL and payload files, whatever the number of pages
+    ram_fraction: float | None  # ram_bytes_per_page / token_bytes_per_page
+    ram_after_queries_bytes_per_page: float | None  # the same after the cold queries
+    page_cache_after_queries: dict | None  # bytes of the shard's files in the page cache after them, by part
+    ram_estimate_bytes_per_page: float  # an estimate from the layout (pooled + dense + graph), for comparison
     disk_bytes_per_page: float | None
-    bytes_measured: bool  # from the embedded shard's files (else estimated from the layout)
+    scan_ram_bytes_per_page: float | None  # what the scan holds in RAM
     build_s: float
     prefetch_dense: int
     prefetch_pooled: int
+    exact_below: int
     pooling: str
     pool_size: int
     first_stage: str
+    load_average: float  # the machine's 1-minute load average at the end of the run
     source: str
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class _Runs:
+    fast: list[float] = field(default_factory=list)
+    exact: list[float] = field(default_factory=list)
+    scan: list[float] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)
+    first: list[float] = field(default_factory=list)
+    scan_recall: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    rel_gaps: list[float] = field(default_factory=list)
+
+
+def _overlap(truth: set, found) -> float:
+    return len(truth & set(found)) / max(1, min(TOP, len(truth)))
 
 
 def measure(
@@ -245,9 +401,14 @@ def measure(
     source: str,
     tokens_per_page: float,
     dim: int,
+    settings: Settings | None = None,
+    scan_ids: list[str] | None = None,
 ) -> SearchBench:
+    """Every figure of one size. `scan_ids` names the point of each of the scan's pages; `settings` (an embedded
+    store's) lets a fresh process open the store to measure cold latency and memory."""
     pages = store.count()
-    fast_t, exact_t, scan_t, recalls, gaps, rel_gaps = [], [], [], [], [], []
+    layout = store.layout
+    r = _Runs()
     for k, q in enumerate([queries[0], *queries]):  # the first query warms caches and is not counted
         t = time.perf_counter()
         exact = search(store, q, TOP + 1, exact=True)
@@ -255,58 +416,80 @@ def measure(
         t = time.perf_counter()
         fast = search(store, q, TOP)
         t_fast = time.perf_counter() - t
-        t_scan = None
+        first = store.query([Stage(Nearest(DENSE, layout.dense_query(q)), TOP, Filter(TOKENS), hnsw_ef=TOP * 10)])
+        t_scan, scanned = None, None
         if scan is not None:
             t = time.perf_counter()
-            scan.search(q, TOP)
+            scanned = scan.search(q, TOP)
             t_scan = time.perf_counter() - t
         if k == 0:
             continue
-        exact_t.append(t_exact)
-        fast_t.append(t_fast)
-        if t_scan is not None:
-            scan_t.append(t_scan)
         truth = {p.point_id for p in exact[:TOP]}
-        recalls.append(len(truth & {p.point_id for p in fast}) / max(1, min(TOP, len(truth))))
+        r.exact.append(t_exact)
+        r.fast.append(t_fast)
+        r.recall.append(_overlap(truth, [p.point_id for p in fast]))
+        r.first.append(_overlap(truth, [p.point_id for p in first[0]]) if store.has_fast_path() else 0.0)
+        if scanned is not None:
+            r.scan.append(t_scan)
+            r.scan_recall.append(_overlap(truth, [scan_ids[i] for i, _ in scanned]))
         if len(exact) > TOP:
             gap = exact[TOP - 1].score - exact[TOP].score
-            gaps.append(gap)
-            rel_gaps.append(gap / exact[TOP - 1].score if exact[TOP - 1].score else 0.0)
+            r.gaps.append(gap)
+            r.rel_gaps.append(gap / exact[TOP - 1].score if exact[TOP - 1].score else 0.0)
     token_bytes = tokens_per_page * dim * 2
-    files = storage_bytes(store.path) if isinstance(store, EdgeStore) else None
-    if files and pages:
-        ram, disk = files["ram"] / pages, files["disk"] / pages
-    else:
-        ram, disk = float(estimated_ram_bytes(store, round(tokens_per_page), dim)), None
-    fast_p50, exact_p50 = _ms(fast_t, 50), _ms(exact_t, 50)
-    scan_p50 = _ms(scan_t, 50) if scan_t else None
-    layout = store.layout
+    probe = None
+    if isinstance(store, EdgeStore) and settings is not None:
+        store.close()  # one process holds a shard at a time: the fresh process takes it, this one reopens after
+        probe = _in_fresh_process(probe_cold, settings, queries, TOP)
+    ram = after = cache = fixed = None
+    if probe and pages:
+        held, fixed = search_ram(probe["base"], probe["opened"])
+        ram, after = held / pages, search_ram(probe["base"], probe["after"])[0] / pages
+        cache = {part: round(b / pages, 1) for part, b in sorted(probe["cache"].items())}
+    disk = disk_bytes(store.path) / pages if isinstance(store, EdgeStore) and pages else None
+    fast_p50, exact_p50 = _ms(r.fast, 50), _ms(r.exact, 50)
+    scan_p50 = _ms(r.scan, 50)
+    rel = np.asarray(r.rel_gaps) if r.rel_gaps else np.zeros(1)
     return SearchBench(
         pages=pages,
         queries=len(queries),
         tokens_per_page=round(tokens_per_page, 1),
-        recall_at_10=round(float(np.mean(recalls)), 4),
+        chunked=tokens_per_page > rows_per_vector(dim),
+        recall_at_10=round(float(np.mean(r.recall)), 4),
+        recall_at_10_min=round(float(np.min(r.recall)), 4),
+        first_stage_recall_at_10=round(float(np.mean(r.first)), 4),
+        random_recall_at_10=round(min(TOP, pages) / max(pages, 1), 4),  # its expected value
+        scan_recall_at_10=round(float(np.mean(r.scan_recall)), 4) if r.scan_recall else None,
         fast_p50_ms=fast_p50,
-        fast_p95_ms=_ms(fast_t, 95),
+        fast_p95_ms=_ms(r.fast, 95),
+        fast_cold_p50_ms=_ms(probe["cold"], 50) if probe else None,
+        fast_cold_p95_ms=_ms(probe["cold"], 95) if probe else None,
         exact_p50_ms=exact_p50,
-        exact_p95_ms=_ms(exact_t, 95),
+        exact_p95_ms=_ms(r.exact, 95),
         scan_p50_ms=scan_p50,
-        scan_p95_ms=_ms(scan_t, 95) if scan_t else None,
+        scan_p95_ms=_ms(r.scan, 95),
         speedup_vs_exact=round(exact_p50 / fast_p50, 1),
         speedup_vs_scan=round(scan_p50 / fast_p50, 1) if scan_p50 else None,
-        exact_gap_10_11=round(float(np.mean(gaps)), 4) if gaps else 0.0,
-        exact_gap_10_11_relative=round(float(np.mean(rel_gaps)), 4) if rel_gaps else 0.0,
+        exact_gap_10_11=round(float(np.median(r.gaps)), 4) if r.gaps else 0.0,
+        exact_gap_10_11_relative=round(float(np.median(rel)), 4),
+        gap_relative_quantiles={f"p{q}": round(float(np.percentile(rel, q)), 4) for q in (10, 50, 90)},
         token_bytes_per_page=round(token_bytes, 1),
-        ram_bytes_per_page=round(ram, 1),
-        ram_fraction=round(ram / token_bytes, 4),
+        ram_bytes_per_page=round(ram, 1) if ram is not None else None,
+        ram_fixed_bytes=fixed,
+        ram_fraction=round(ram / token_bytes, 4) if ram is not None else None,
+        ram_after_queries_bytes_per_page=round(after, 1) if after is not None else None,
+        page_cache_after_queries=cache,
+        ram_estimate_bytes_per_page=float(estimated_ram_bytes(store, round(tokens_per_page), dim)),
         disk_bytes_per_page=round(disk, 1) if disk is not None else None,
-        bytes_measured=files is not None,
+        scan_ram_bytes_per_page=round(scan.nbytes / max(scan.count, 1), 1) if scan is not None else None,
         build_s=round(build_s, 1),
         prefetch_dense=layout.prefetch_dense,
         prefetch_pooled=layout.prefetch_pooled,
+        exact_below=layout.exact_below,
         pooling=layout.pooling,
         pool_size=layout.pool_size,
         first_stage=layout.first_stage,
+        load_average=round(os.getloadavg()[0], 1),
         source=source,
     )
 
@@ -325,30 +508,31 @@ def synthetic_bench(
     In `workdir` a built collection is kept and reused by later runs with the same structure; without one, the
     collection lives in a temporary directory removed afterwards. Each size's result goes to `on_result` as soon as
     it is measured."""
+    from core.pages import point_id
+
     sizes = sorted(set(sizes))
     temporary = workdir is None
     root = Path(tempfile.mkdtemp(prefix="tokendirect-bench-")) if temporary else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / "bench.json"
-    layout = SearchLayout.from_settings(settings).built()
-    if layout["first_stage"] == "mean":
-        del layout["first_stage"]  # builds kept from before the setting existed stay valid
-    about = {"spec": asdict(spec), "layout": layout}
+    about = json.loads(json.dumps({"spec": asdict(spec), "layout": SearchLayout.from_settings(settings).built()}))
     bench_settings = settings.model_copy(update={"data_dir": root, "qdrant_url": None, "collection": "bench-synthetic"})
-    if marker.exists() and json.loads(marker.read_text()).get("about") != about:
+    kept = json.loads(marker.read_text()) if marker.exists() else {}
+    if kept.get("about") != about:
         shutil.rmtree(root / "qdrant", ignore_errors=True)  # built with another structure or layout
-    built = json.loads(marker.read_text()).get("pages", 0) if marker.exists() else 0
+        kept = {}
+    built = kept.get("pages", 0)
     synth = SyntheticPages(spec)
     results = []
     store = open_store(bench_settings)
     try:
         store.bind(synthetic_identity(spec))
-        table = TorchScan() if scan else None
+        table = _scan_table(sizes[-1], spec.tokens, spec.dim) if scan else None
         build_s = 0.0
         for size in sizes:
-            built = _trim(store, built, size, spec.topic_size)
+            built = _trim(store, built, size)
             if table is not None:  # the scan holds every page in RAM, as an in-memory index would
-                for i in range(len(table._pages), min(built, size)):
+                for i in range(table.count, min(built, size)):
                     table.add(synth.page(i))
             start = time.perf_counter()
             for first in range(built, size, BATCH):
@@ -369,8 +553,10 @@ def synthetic_bench(
             progress(f"measuring {queries} queries at {size} pages")
             if store.count() != size:
                 raise UsageError(f"the bench collection in {root} holds {store.count()} pages, not {size}")
-            results.append(measure(store, qs, table, build_s, "synthetic", spec.tokens, spec.dim))
-            on_result(results[-1])
+            ids = [point_id(_doc(i // DOC_PAGES), i + 1) for i in range(size)] if table is not None else None
+            result = measure(store, qs, table, build_s, "synthetic", spec.tokens, spec.dim, bench_settings, ids)
+            results.append(result)
+            on_result(result)
     finally:
         store.close()
         if temporary:
@@ -378,16 +564,29 @@ def synthetic_bench(
     return results
 
 
-def _trim(store: PageStore, built: int, size: int, topic_size: int) -> int:
+def _scan_table(pages: int, rows: int, dim: int) -> TorchScan:
+    """The scan's table, refused when it would not fit in the memory this machine has free."""
+    need = pages * rows * dim * 4
+    with open("/proc/meminfo") as f:
+        free = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable")), need * 2)
+    if need > 0.6 * free:
+        raise UsageError(
+            f"the in-memory scan of {pages} pages needs {need / 2**30:.1f} GiB as float32, more than this machine "
+            "can spare: run with --no-scan"
+        )
+    return TorchScan(pages, rows, dim)
+
+
+def _trim(store: PageStore, built: int, size: int) -> int:
     """Pages 0..built-1 are known stored; drop any beyond `size` (a larger earlier build, or an interrupted one),
-    whole topics at a time, and return how many pages are stored from the start."""
+    whole documents at a time, and return how many pages are stored from the start."""
     count = store.count()
     if count == built <= size:
         return built
-    keep_topics = min(built, size) // topic_size
-    for topic in range(keep_topics, -(-count // topic_size) + 1):
-        store.delete_document(f"synthetic-topic-{topic:05d}")
-    return keep_topics * topic_size
+    keep = min(built, size) // DOC_PAGES
+    for doc in range(keep, -(-count // DOC_PAGES) + 1):
+        store.delete_document(_doc(doc))
+    return keep * DOC_PAGES
 
 
 def collection_bench(
@@ -399,17 +598,18 @@ def collection_bench(
         if record is None:
             raise UsageError(f"collection {settings.collection!r} does not exist")
         dim = int(record["dim"])
-        table = TorchScan() if scan else None
-        ids, lengths = [], []
+        lengths = {p.point_id: int(p.payload.get("n_tokens", 0)) for b in store.scroll(256, False) for p in b}
+        if not lengths:
+            raise UsageError(f"collection {settings.collection!r} holds no pages")
+        table = _scan_table(len(lengths), max(lengths.values()), dim) if scan else None
+        ids = []
         for batch in store.scroll(batch_size=8, with_tokens=True):
             for p in batch:
                 ids.append(p.point_id)
-                lengths.append(p.tokens.shape[0])
+                lengths[p.point_id] = p.tokens.shape[0]
                 if table is not None:
                     table.add(p.tokens)
             progress(f"read {len(ids)} pages")
-        if not ids:
-            raise UsageError(f"collection {settings.collection!r} holds no pages")
         rng = np.random.default_rng(0)
         qs = []
         for pid in rng.choice(ids, queries):
@@ -417,7 +617,9 @@ def collection_bench(
             rows = tokens[rng.choice(len(tokens), min(20, len(tokens)), replace=False)]
             noise = rng.standard_normal(rows.shape).astype(np.float32) * np.float32(0.3 / math.sqrt(dim))
             qs.append(unit_length(rows + noise))
-        return measure(store, qs, table, 0.0, f"collection {settings.collection}", float(np.mean(lengths)), dim)
+        mean = float(np.mean(list(lengths.values())))
+        edge = settings if isinstance(store, EdgeStore) else None
+        return measure(store, qs, table, 0.0, f"collection {settings.collection}", mean, dim, edge, ids)
 
 
 def plot(results: list[SearchBench], path: Path) -> None:
@@ -431,46 +633,18 @@ def plot(results: list[SearchBench], path: Path) -> None:
         raise UsageError("--plot needs matplotlib: pip install 'token-direct[test]'") from None
     n = [r.pages for r in results]
     fig, (lat, rec) = plt.subplots(1, 2, figsize=(10, 4))
-    lat.plot(n, [r.fast_p50_ms for r in results], "o-", label="fast path p50")
+    lat.plot(n, [r.fast_p50_ms for r in results], "o-", label="fast path p50, warm")
+    if all(r.fast_cold_p50_ms for r in results):
+        lat.plot(n, [r.fast_cold_p50_ms for r in results], "o--", label="fast path p50, cold")
     lat.plot(n, [r.exact_p50_ms for r in results], "s-", label="exact MaxSim p50")
     if all(r.scan_p50_ms for r in results):
         lat.plot(n, [r.scan_p50_ms for r in results], "^-", label="torch scan p50")
     lat.set(xlabel="pages", ylabel="ms", yscale="log", title="query latency")
     lat.legend()
-    rec.plot(n, [r.recall_at_10 for r in results], "o-")
+    rec.plot(n, [r.recall_at_10 for r in results], "o-", label="fast path")
+    rec.plot(n, [r.first_stage_recall_at_10 for r in results], "s--", label="its first stage alone")
+    rec.legend()
     rec.set(xlabel="pages", ylabel="recall@10 vs exact", ylim=(0, 1.02), title="fast-path recall")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-# -- first stages compared ---------------------------------------------------------------------------------------
-
-
-def first_stage_recall(
-    pages: list[np.ndarray], queries: list[np.ndarray], depths: tuple[int, ...] = (20, 50, 100, 200)
-) -> dict[str, dict[int, float]]:
-    """How much of exact MaxSim's top 10 each candidate first stage keeps within its top `depth` pages (recall@10
-    of a prefetch that deep), for: the mean vector, pooled MaxSim (k-means or windows, 8 tokens a vector), and
-    MUVERA fixed-dimensional encodings (10 x 16 buckets x 16 = 2560 dims)."""
-    from core.pooling import dense_vector, maxsim, muvera_fde, pool_tokens
-
-    units = [unit_length(p) for p in pages]
-    encodings = {
-        "mean vector": (np.stack([dense_vector(p) for p in units]), lambda q: dense_vector(q)),
-        "MUVERA FDE": (np.stack([muvera_fde(p, query=False) for p in units]), lambda q: muvera_fde(q, query=True)),
-    }
-    pooled = {
-        "pooled MaxSim (cluster)": [pool_tokens(p, 8, "cluster") for p in units],
-        "pooled MaxSim (window)": [pool_tokens(p, 8, "window") for p in units],
-    }
-    found: dict[str, dict[int, list[float]]] = {name: {d: [] for d in depths} for name in [*encodings, *pooled]}
-    for q in queries:
-        q = unit_length(q)
-        truth = set(np.argsort([-maxsim(q, p) for p in units], kind="stable")[:TOP].tolist())
-        ranked = {name: np.argsort(-(table @ encode(q)), kind="stable") for name, (table, encode) in encodings.items()}
-        ranked.update({name: np.argsort([-maxsim(q, p) for p in ps], kind="stable") for name, ps in pooled.items()})
-        for name, order in ranked.items():
-            for d in depths:
-                found[name][d].append(len(truth & set(order[:d].tolist())) / TOP)
-    return {name: {d: round(float(np.mean(v)), 3) for d, v in by_depth.items()} for name, by_depth in found.items()}

@@ -2,8 +2,8 @@
 native query.
 
 - visual: MaxSim of the query's tokens. Through the fast path, dense HNSW -> pooled MaxSim (int8 scores only) ->
-  exact MaxSim on `unit` over the survivors; with `exact=True` (or in a collection made before the fast path),
-  exact MaxSim over every page.
+  exact MaxSim on `tokens` over the survivors; with `exact=True`, in a collection made before the fast path, or in
+  one of at most `exact_below` pages, exact MaxSim over every page.
 - text: BM25 of the query text over the pages' `bm25` vectors.
 - hybrid: both, fused by reciprocal rank fusion in the same query; the batch also asks for the text ranking alone,
   which tells which fused hits the text signal found.
@@ -43,10 +43,18 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     if fast:
         layout = store.layout
         dense_limit, pooled_limit = layout.limits(limit)
-        dense = Stage(Nearest(DENSE, layout.dense_query(tokens)), dense_limit, pages, hnsw_ef=dense_limit)
+        # one HNSW search per probe; the pooled stage scores the union of what they found
+        probes = layout.dense_probes(tokens)
+        dense = tuple(Stage(Nearest(DENSE, p), dense_limit, pages, hnsw_ef=dense_limit) for p in probes)
         # int8 scores only: the exact stage comes next, so the float16 originals stay on disk
-        prefetch = (Stage(Nearest(POOLED, rows), pooled_limit, pages, (dense,), rescore=False),)
+        prefetch = (Stage(Nearest(POOLED, rows), pooled_limit, pages, dense, rescore=False),)
     return Stage(Nearest(store.ranking_vector, rows), limit, pages, prefetch)
+
+
+def uses_fast_path(store: PageStore) -> bool:
+    """Whether a visual search goes through the fast path: the collection has its vectors, and holds more pages
+    than `exact_below` (in a smaller one exact MaxSim over every page costs a few milliseconds, and is exact)."""
+    return store.has_fast_path() and store.count() > store.layout.exact_below
 
 
 def text(sparse, limit: int, doc_id: str | None) -> Stage:
@@ -70,7 +78,7 @@ def search(
     query = None if tokens is None else np.asarray(tokens, dtype=np.float32)
     if mode != "text" and query is None:
         raise UsageError(f"search mode {mode!r} needs the query's tokens")
-    fast = not exact and mode != "text" and store.has_fast_path()
+    fast = not exact and mode != "text" and uses_fast_path(store)
     if mode == "visual":
         return _signed(store.query([visual(store, query, limit, doc_id, fast)])[0], ["visual"])
     if not store.has_text_index():

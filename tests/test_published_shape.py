@@ -8,6 +8,7 @@ and held to them. The pipeline runs with a test model of the published token dim
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -33,9 +34,8 @@ def recording_store(transport: str, dim: int, client: RecordingClient | None = N
     """A store on a real in-process client that records what it is handed. "rest" is the in-process mode (held to
     the JSON bound); "grpc" is what a server with a gRPC port gets."""
     where, port = (":memory:", 0) if transport == "rest" else ("http://recorded:6333", 6334)
-    store = ClientStore(
-        client or RecordingClient(), f"shape-{uuid.uuid4().hex[:8]}", where, 30, port, SearchLayout.from_settings()
-    )
+    layout = replace(SearchLayout.from_settings(), exact_below=0)  # the fast path's queries too, however few pages
+    store = ClientStore(client or RecordingClient(), f"shape-{uuid.uuid4().hex[:8]}", where, 30, port, layout)
     store.bind(ModelIdentity("test/shape", "rev", dim, max_tokens=PUBLISHED_TOKENS))
     return store
 

@@ -281,7 +281,13 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
     pages = topic_pages()
     rng = np.random.default_rng(11)
     # shallow prefetch (half, then a fifth of the pages): the first two stages do the choosing; 8 pooled vectors a page
-    shallow = {"prefetch_dense": 30, "prefetch_pooled": 12, "pool_size": 3, "first_stage": first_stage}
+    shallow = {
+        "prefetch_dense": 30,
+        "prefetch_pooled": 12,
+        "pool_size": 3,
+        "first_stage": first_stage,
+        "exact_below": 0,
+    }
     with open_store(engine.model_copy(update=shallow)) as store:
         store.bind(WIDE)
         assert store.record()["layout"]["first_stage"] == first_stage
@@ -310,7 +316,8 @@ def test_exact_bypasses_the_fast_path(filled, engine):
         {"doc_id": "contrary", "source": "/c", "page": 1},
         np.concatenate([query, np.repeat(-query, 19, axis=0)]),
     )
-    with open_store(engine.model_copy(update={"prefetch_dense": 1, "prefetch_pooled": 1})) as shallow:
+    depths = {"prefetch_dense": 1, "prefetch_pooled": 1}
+    with open_store(engine.model_copy(update={**depths, "exact_below": 0})) as shallow:
         shallow.upsert([contrary])
         shallow.optimize()
         exact = search(shallow, query, limit=3, exact=True)
@@ -318,3 +325,7 @@ def test_exact_bypasses_the_fast_path(filled, engine):
         fast = search(shallow, query, limit=3)
         assert len(fast) == 3 and contrary.point_id not in {h.point_id for h in fast}
         assert all(np.isfinite(h.score) for h in fast)
+    # A collection of at most `exact_below` pages (the default: 256) is searched exactly whatever the depths.
+    with open_store(engine.model_copy(update=depths)) as small:
+        assert small.count() <= small.layout.exact_below
+        assert [h.point_id for h in search(small, query, limit=3)] == [h.point_id for h in exact]

@@ -6,6 +6,7 @@ collection is pooled alike; the prefetch depths are read from the settings on ev
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,6 +27,8 @@ class SearchLayout:
     prefetch_dense: int
     prefetch_pooled: int
     first_stage: str
+    exact_below: int = 0  # collections of at most this many pages are searched exactly
+    probes: int = 1  # first-stage query vectors: the query's mean, then the means of its token groups
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage")
 
@@ -33,7 +36,15 @@ class SearchLayout:
     def from_settings(cls, s: Settings | None = None) -> "SearchLayout":
         s = s or defaults()
         return cls(
-            s.pooling, s.pool_size, s.pooled_quantization, s.hnsw_m, s.prefetch_dense, s.prefetch_pooled, s.first_stage
+            s.pooling,
+            s.pool_size,
+            s.pooled_quantization,
+            s.hnsw_m,
+            s.prefetch_dense,
+            s.prefetch_pooled,
+            s.first_stage,
+            s.exact_below,
+            s.first_stage_probes,
         )
 
     @property
@@ -46,6 +57,17 @@ class SearchLayout:
     def dense_query(self, tokens: np.ndarray) -> list[float]:
         """The first stage's query vector: the query's mean vector, or its MUVERA encoding (a sum, not a mean)."""
         return (muvera_fde(tokens, query=True) if self.muvera else dense_vector(tokens)).tolist()
+
+    def dense_probes(self, tokens: np.ndarray) -> list[list[float]]:
+        """The first stage's query vectors. A query that paraphrases several parts of a page is a mix of their
+        directions, and its mean alone favours pages holding all of them: the means of its token groups (spherical
+        k-means into `probes - 1` groups) also find pages strong in one part. MUVERA encodes the whole set: one."""
+        first = self.dense_query(tokens)
+        groups = min(self.probes - 1, len(tokens) // 4)
+        if self.muvera or groups < 2:
+            return [first]
+        centres = pool_tokens(tokens, math.ceil(len(tokens) / groups), "cluster")
+        return [first, *(dense_vector(c[None, :]).tolist() for c in centres)]
 
     def built(self) -> dict:
         return {k: getattr(self, k) for k in self.BUILT}
