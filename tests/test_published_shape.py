@@ -17,14 +17,15 @@ from cli.sample import write_text_pdf
 from core.model import ModelIdentity, OcrModel
 from core.pages import point_id
 from core.store import ClientStore, PagePoint, SearchLayout, open_store
-from core.store.schema import TOKENS, rows_per_vector, token_chunks
+from core.store.costs import RecordingClient
+from core.store.schema import MULTIVECTOR_VALUES, TOKENS, rows_per_vector, token_chunks
 from core.store.transfer import export_collection, import_collection
 from core.testmodel import make_test_model
 from decode import Decoder
 from ingest import Ingestor
 from search import Searcher
 from search.plan import SEARCH_MODES, search
-from tests.helpers import MULTIVECTOR_VALUES, RecordingClient, bfloat16_tokens, page_image
+from tests.helpers import bfloat16_tokens, page_image
 
 PUBLISHED_DIM = 1280
 PUBLISHED_TOKENS = 1121  # 256 (global view) + 6 x 144 (tiles) + 1 (separator)

@@ -18,7 +18,6 @@ import numpy as np
 
 from core.errors import StoreError, UsageError
 from core.model import ModelIdentity
-from core.pooling import spread_order
 from core.store import record as records
 from core.store.layout import SearchLayout
 from core.store.schema import (
@@ -183,11 +182,11 @@ class PageStore(ABC):
                     f"{limit * len(names)} a page"
                 )
             norms, unit = unit_rows(p.tokens)
-            order = spread_order(unit, limit) if n > limit else None
+            order, derived = self.layout.derive(unit, limit)
             stored, form = to_rows(p.tokens, norms, unit, order)
             vectors: dict[str, Any] = {name: stored[k * limit : (k + 1) * limit] for k, name in enumerate(names)}
             vectors = {name: chunk for name, chunk in vectors.items() if len(chunk)}
-            vectors.update(self.layout.derive(unit))
+            vectors.update(derived)
             payload = {**p.payload, ROWS_FIELD: form}
             sparse = embed_document(payload.get("text")) if indexed else None
             if sparse is not None:
