@@ -165,10 +165,12 @@ def make_test_model_cmd(
 ) -> None:
     """Write a tiny random-weight DeepSeek-OCR-2 checkpoint (same classes, meaningless output) for offline tests."""
     from core.errors import UsageError
+    from core.model import quiet_transformers
     from core.testmodel import make_test_model
 
     if hidden_size % 4:
         raise UsageError(f"--hidden-size must be a multiple of 4 (the attention heads): got {hidden_size}")
+    quiet_transformers()  # no bar of transformers' own before the line that says what was written
     path = make_test_model(directory, hidden_size=hidden_size)
     typer.echo(f"wrote a tiny random-weight DeepSeek-OCR-2 checkpoint to {path}; use TOKENDIRECT_MODEL={path}")
 

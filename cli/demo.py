@@ -127,10 +127,12 @@ def run_demo(settings: Settings) -> int:
         except ModelLoadError as exc:
             why = str(exc)
     if model is None:
+        from core.model import quiet_transformers
         from core.testmodel import make_test_model
 
         tiny = data_dir / "test-model"
         if not (tiny / "config.json").exists():
+            quiet_transformers()
             make_test_model(tiny)
         typer.echo(
             f"note: cannot load {settings.model} ({why}); running on the tiny random-weight test model.", err=True

@@ -5,9 +5,9 @@ qdrant-edge maps its files into memory and grows them in chunks of up to 32 MB. 
 through such a mapping, the kernel kills the process with SIGBUS: no error, no message, exit code 135. So space is
 checked before the engine gets the chance: before the shard is opened or created, before each write (for the pages
 about to be written) and before the index build. Measured (README, "Storage"): a page costs about 2.9 times its
-float16 tokens on disk, write-ahead log included; the index build at the end of a run adds about 0.07 times; on
-tmpfs the engine allocates whole chunks at once (16 MB to create a collection, 35 to 77 MB when it opens a shard or a
-chunk fills).
+float16 tokens on disk (2.6 times the bytes of all its vectors), write-ahead log included; the index build at the
+end of a run adds about 0.07 times its tokens; on tmpfs the engine allocates whole chunks at once (16 MB to create a
+collection, 35 to 77 MB when it opens a shard or a chunk fills).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from core.errors import ConfigError, DiskSpaceError, first_line
 
 MB = 1 << 20
 RESERVE = 256 * MB  # always left free: the engine's chunk allocations (several 32 MB chunks at once on tmpfs)
-WRITE_FACTOR = 2.0  # bytes on disk per byte of vectors written (tokens and unit tokens are 2 x float16 tokens: 2.9 x)
-INDEX_FACTOR = 0.5  # bytes the index build may add per byte of vectors written since the last build (measured 0.07)
+# Bytes on disk per byte of vectors written: measured 2.6 (a page's token rows, pooled and dense vectors, in the
+# segment and again in the write-ahead log).
+WRITE_FACTOR = 3.0
+INDEX_FACTOR = 0.5  # bytes the index build may add per byte of vectors written since the last build (measured 0.06)
 
 
 def free_bytes(path: Path) -> int | None:
