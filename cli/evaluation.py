@@ -151,8 +151,8 @@ def evaluate(root: str | Path, settings: Settings | None = None, collection: str
     model = OcrModel.from_settings(s)
     store = open_store(s)
     try:
-        # prune: pages of files edited or removed since the last run go
-        ingest = Ingestor(model, store, s).ingest([evalset.corpus], prune=True)
+        # prune (forced: the collection mirrors the corpus): pages of files edited or removed since the last run go
+        ingest = Ingestor(model, store, s).ingest([evalset.corpus], prune=True, force=True)
         return _run(evalset, Searcher(model, store, s), store, s.collection, ingest.failures)
     finally:
         store.close()

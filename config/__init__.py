@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "deepseek-community/DeepSeek-OCR-2"
+# A collection name is a folder name in the embedded store and a collection on a server: letters, digits, `.`, `_`
+# and `-`, starting with a letter or digit (no path separators, no `..`), short enough for its lock file names.
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def check_collection_name(name: str) -> str:
+    """`name` when it can name a collection on every engine; else ValueError saying what is allowed."""
+    if not COLLECTION_NAME.fullmatch(name or ""):
+        raise ValueError(
+            f"{name!r} cannot name a collection: use 1 to 200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class Settings(BaseSettings):
@@ -85,9 +99,15 @@ class Settings(BaseSettings):
         description="Query tokens at least this alike (cosine) to a blank canvas's tokens are dropped; 1 keeps all.",
     )
 
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, name: str) -> str:
+        return check_collection_name(name)
+
     def shard_path(self) -> Path:
-        """The embedded store's folder for the configured collection."""
-        return Path(self.data_dir) / "qdrant" / self.collection
+        """The embedded store's folder for the configured collection (the name is checked again here: settings
+        copied with another collection skip validation)."""
+        return Path(self.data_dir) / "qdrant" / check_collection_name(self.collection)
 
 
 def defaults() -> Settings:

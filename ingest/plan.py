@@ -2,7 +2,10 @@
 
 A run sees each input file twice at most: first by its record (size and mtime), which may settle it unread, then by
 its bytes (sha256). After the pages are written, `tidy` decides what happens to what the collection held before:
-unfinished documents are cleaned, old versions removed, moved files re-pointed, vanished ones pruned.
+unfinished documents under this run's paths are cleaned (those elsewhere are left for a run over their paths), old
+versions removed, moved files re-pointed, vanished ones pruned - unless the vanishing looks like a missing volume
+rather than deleted files (a path that holds no supported file, or most of its documents gone at once): then nothing
+under that path is pruned without `force`.
 """
 
 from __future__ import annotations
@@ -104,9 +107,22 @@ def resume(doc: Doc, pages: int) -> list[int]:
 # -- after the run -------------------------------------------------------------------------------------------------
 
 
+# Prune nothing under a path when more than this share of its stored documents would go at once (without `force`).
+PRUNE_MAX_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class Clean:
-    """An unfinished document an earlier run left: its pages go."""
+    """An unfinished document an earlier run left, whose file under this run's paths changed or is gone: its pages
+    go."""
+
+    doc: StoredDoc
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """An unfinished document this run cannot finish (its file lies outside this run's paths, or under a path that
+    holds no file now): its pages stay for a run over its file."""
 
     doc: StoredDoc
 
@@ -133,7 +149,17 @@ class Prune:
     doc: StoredDoc
 
 
-Action = Clean | Replace | Move | Prune
+@dataclass(frozen=True)
+class Withhold:
+    """Documents gone from under `root` that are not pruned, because the way they vanished looks like a missing
+    volume rather than deleted files (`reason`); `force` prunes them."""
+
+    root: str
+    docs: tuple[StoredDoc, ...]
+    reason: str
+
+
+Action = Clean | Unfinished | Replace | Move | Prune | Withhold
 
 
 def tidy(
@@ -144,18 +170,24 @@ def tidy(
     roots: list[str],
     prune: bool,
     exists=os.path.exists,
+    force: bool = False,
 ) -> list[Action]:
     """What to do with the documents the collection held before this run, once its pages are written. `completed`
-    holds the doc ids stored whole this run, `seen` the first file of this run for each doc id."""
+    holds the doc ids stored whole this run, `seen` the first file of this run for each doc id, `roots` the paths
+    this run was given (resolved); `force` prunes even where the vanishing looks like a missing volume."""
     found = {doc.source: doc for doc in docs if doc.doc_id and not doc.failed}
     current = {source: doc.doc_id for source, doc in found.items()}
     present = {doc.source for doc in docs}  # seen this run, even if it failed: not gone
+    empty = {root for root in roots if not any(under(source, [root]) for source in present)}
     actions: list[Action] = []
+    gone_under: dict[str, list[StoredDoc]] = {}  # root -> documents whose file is gone from under it
     for d in catalog.docs.values():
         if d.doc_id in completed:
             continue
+        root = innermost(d.source, roots)
         if not d.complete:
-            actions.append(Clean(d))
+            # Only a run over its file can finish it; where that file is, this run decides (changed or gone).
+            actions.append(Clean(d) if root is not None and root not in empty else Unfinished(d))
             continue
         same = found.get(d.source)
         if (
@@ -176,10 +208,32 @@ def tidy(
             actions.append(Move(d, copy))
         elif superseded:
             actions.append(Replace(d))
-        elif prune and under(d.source, roots):
-            actions.append(Prune(d))
+        elif prune and root is not None:
+            gone_under.setdefault(root, []).append(d)
+    for root, vanished in gone_under.items():
+        reason = None if force else _withhold_reason(root, vanished, catalog, roots, root in empty)
+        if reason is None:
+            actions.extend(Prune(d) for d in vanished)
+        else:
+            actions.append(Withhold(root, tuple(vanished), reason))
     return actions
+
+
+def _withhold_reason(root: str, vanished: list[StoredDoc], catalog: Catalog, roots: list[str], empty: bool):
+    """Why the documents gone from under `root` look like a missing volume rather than deleted files, or None."""
+    if empty:
+        return "it holds no supported file now (an unmounted or emptied volume?)"
+    stored = sum(1 for d in catalog.docs.values() if d.complete and innermost(d.source, roots) == root)
+    if len(vanished) > PRUNE_MAX_SHARE * stored:
+        return f"{len(vanished)} of its {stored} stored documents are gone at once"
+    return None
 
 
 def under(source: str, roots: list[str]) -> bool:
     return any(source == r or source.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def innermost(source: str, roots: list[str]) -> str | None:
+    """The most specific of `roots` that holds `source`, or None."""
+    holding = [r for r in roots if under(source, [r])]
+    return max(holding, key=len) if holding else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingest import plan
-from ingest.plan import Catalog, Clean, Doc, Move, Prune, Replace, StoredDoc
+from ingest.plan import Catalog, Clean, Doc, Move, Prune, Replace, StoredDoc, Unfinished, Withhold
 
 
 def stored(doc_id: str, source: str, pages: int = 2, have: int | None = None, size=100, mtime=1) -> StoredDoc:
@@ -76,16 +76,32 @@ def test_changed_bytes_at_a_stored_path_replace_the_old_version():
 # -- after the run -------------------------------------------------------------------------------------------------
 
 
-def tidy(catalog, docs, completed=(), prune=False, roots=("/docs",), exists=lambda path: False):
+def tidy(catalog, docs, completed=(), prune=False, roots=("/docs",), exists=lambda path: False, force=False):
     first = {}
     for d in docs:
         first.setdefault(d.doc_id, d)
-    return plan.tidy(Catalog(catalog), docs, set(completed), first, list(roots), prune, exists=exists)
+    return plan.tidy(Catalog(catalog), docs, set(completed), first, list(roots), prune, exists=exists, force=force)
 
 
-def test_an_unfinished_document_is_cleaned():
+def test_an_unfinished_document_whose_file_is_gone_is_cleaned():
     old = stored("d1", "/docs/a.pdf", pages=3, have=1)
-    assert tidy({"d1": old}, []) == [Clean(old)]
+    assert tidy({"d1": old}, [seen("/docs/b.pdf", "d2")]) == [Clean(old)]
+
+
+def test_an_unfinished_document_whose_file_changed_is_cleaned():
+    old = stored("d1", "/docs/a.pdf", pages=3, have=1)
+    assert tidy({"d1": old}, [seen("/docs/a.pdf", "d2")], completed=["d2"]) == [Clean(old)]
+
+
+def test_an_unfinished_document_outside_the_runs_paths_is_left_for_a_run_over_its_file():
+    old = stored("d1", "/docs/a.pdf", pages=3, have=1)
+    other = seen("/other/b.pdf", "d2")
+    assert tidy({"d1": old}, [other], completed=["d2"], roots=["/other"]) == [Unfinished(old)]
+
+
+def test_an_unfinished_document_under_a_path_that_holds_no_file_is_left():
+    old = stored("d1", "/docs/a.pdf", pages=3, have=1)
+    assert tidy({"d1": old}, []) == [Unfinished(old)]
 
 
 def test_a_document_completed_this_run_is_left_alone():
@@ -111,10 +127,46 @@ def test_a_touched_file_has_its_new_record_kept():
 
 
 def test_a_vanished_file_is_pruned_only_when_asked_and_only_under_a_root():
-    inside, outside = stored("d1", "/docs/a.pdf"), stored("d2", "/other/b.pdf")
-    catalog = {"d1": inside, "d2": outside}
-    assert tidy(catalog, []) == []
-    assert tidy(catalog, [], prune=True) == [Prune(inside)]
+    inside, outside, kept = stored("d1", "/docs/a.pdf"), stored("d2", "/other/b.pdf"), stored("d3", "/docs/c.pdf")
+    catalog = {"d1": inside, "d2": outside, "d3": kept}
+    present = [seen("/docs/c.pdf", "d3")]
+    assert tidy(catalog, present) == []
+    assert tidy(catalog, present, prune=True) == [Prune(inside)]
+
+
+def test_prune_removes_nothing_under_a_path_that_holds_no_supported_file():
+    """What an unmounted volume leaves behind: the folder is there, its files are not."""
+    a, b = stored("d1", "/docs/a.pdf"), stored("d2", "/docs/b.pdf")
+    (action,) = tidy({"d1": a, "d2": b}, [], prune=True)
+    assert isinstance(action, Withhold) and action.root == "/docs" and action.docs == (a, b)
+    assert "no supported file" in action.reason
+
+
+def test_prune_removes_nothing_when_most_documents_of_a_path_vanish_at_once():
+    catalog = {f"d{k}": stored(f"d{k}", f"/docs/{k}.pdf") for k in range(4)}
+    (action,) = tidy(catalog, [seen("/docs/0.pdf", "d0")], prune=True)
+    assert isinstance(action, Withhold) and len(action.docs) == 3
+    assert "3 of its 4 stored documents" in action.reason
+
+
+def test_prune_goes_ahead_when_half_or_fewer_vanish():
+    catalog = {f"d{k}": stored(f"d{k}", f"/docs/{k}.pdf") for k in range(4)}
+    present = [seen("/docs/0.pdf", "d0"), seen("/docs/1.pdf", "d1")]
+    assert tidy(catalog, present, prune=True) == [Prune(catalog["d2"]), Prune(catalog["d3"])]
+
+
+def test_force_prunes_what_would_be_withheld():
+    a, b = stored("d1", "/docs/a.pdf"), stored("d2", "/docs/b.pdf")
+    assert tidy({"d1": a, "d2": b}, [], prune=True, force=True) == [Prune(a), Prune(b)]
+
+
+def test_each_path_is_judged_on_its_own():
+    gone, kept, lost = stored("d1", "/docs/a.pdf"), stored("d2", "/docs/b.pdf"), stored("d3", "/mnt/c.pdf")
+    actions = tidy(
+        {"d1": gone, "d2": kept, "d3": lost}, [seen("/docs/b.pdf", "d2")], prune=True, roots=("/docs", "/mnt")
+    )
+    assert actions[0] == Prune(gone)
+    assert isinstance(actions[1], Withhold) and actions[1].root == "/mnt"
 
 
 def test_a_file_that_is_still_there_or_failed_this_run_is_not_pruned():

@@ -9,14 +9,16 @@ record.py     the collection record: the model a collection was built with
 storage.py    tokens in float16, exactly recoverable
 sharing.py    one handle per process; the embedded shard between processes
 transfer.py   export and import through one portable file
+disk.py       free space checked before the embedded engine writes; a data directory it cannot use
 """
 
 from __future__ import annotations
 
-from config import Settings
-from core.errors import ModelMismatchError, StoreError
+from config import Settings, check_collection_name
+from core.errors import ConfigError, ModelMismatchError, StoreError
 from core.store.base import PageStore
 from core.store.client import ClientStore
+from core.store.disk import check_data_dir
 from core.store.edge import EdgeStore
 from core.store.layout import SearchLayout
 from core.store.storage import PagePoint
@@ -25,6 +27,8 @@ from core.store.storage import PagePoint
 def open_store(settings: Settings | None = None) -> PageStore:
     """The store the settings name: a server or in-process client when QDRANT_URL is set, else the shard."""
     s = settings or Settings()
+    collection_name(s)
+    check_data_dir(s.data_dir)  # a server's collections need it too: ingest keeps its lock and run log there
     layout = SearchLayout.from_settings(s)
     if s.qdrant_url:
         return ClientStore.connect(
@@ -39,8 +43,18 @@ def open_store(settings: Settings | None = None) -> PageStore:
     return EdgeStore(s.shard_path(), s.collection, layout, s.store_wait)
 
 
+def collection_name(settings: Settings) -> str:
+    """The configured collection's name, checked on every engine (settings copied with another name skip the
+    settings' own check): a name that would leave the data directory, or be no name at all, is refused."""
+    try:
+        return check_collection_name(settings.collection)
+    except ValueError as exc:
+        raise ConfigError(f"TOKENDIRECT_COLLECTION: {exc}") from None
+
+
 __all__ = [
     "open_store",
+    "collection_name",
     "PageStore",
     "EdgeStore",
     "ClientStore",

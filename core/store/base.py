@@ -262,6 +262,10 @@ class PageStore(ABC):
         """doc_id -> number of stored pages."""
         return {value: n for value, n in self._facet("doc_id").items() if n} if self._exists() else {}
 
+    def collections(self) -> list[str]:
+        """The names of the collections this store holds (this one among them once it exists)."""
+        return [self.collection] if self._exists() else []
+
     def delete_document(self, doc_id: str) -> None:
         if self._exists():
             self._delete(Filter(None, doc_id))

@@ -207,6 +207,9 @@ class ClientStore(PageStore):
     def _exists(self) -> bool:
         return bool(self._call(self.client.collection_exists, self.collection))
 
+    def collections(self) -> list[str]:
+        return sorted(c.name for c in self._call(self.client.get_collections).collections)
+
     def _create(self, vectors: list[VectorSpec]) -> None:
         from qdrant_client import models as m
 

@@ -47,7 +47,7 @@ def has_fast_path(record: dict) -> bool:
 def check_model(record: dict, identity: ModelIdentity, collection: str) -> None:
     """Refuse a model other than the one the collection was built with."""
     built = built_with(record)
-    if built != identity:
+    if not built.same_weights(identity):
         raise ModelMismatchError(
             f"collection {collection!r} was built with {describe(built)}; "
             f"the configured model is {describe(identity)}. Tokens from one checkpoint are never searched "
