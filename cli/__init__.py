@@ -29,8 +29,9 @@ app.command()(decode)
 @app.command()
 @clean_errors
 def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """The collection: the model it was built with, token dimension, points and documents."""
+    """The collection: the model it was built with, token dimension, shards and replicas, points and documents."""
     from core.store import open_store
+    from core.store.cluster import FIELDS
 
     s = settings()
     with open_store(s) as store:
@@ -43,6 +44,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             "model": record and record["model"],
             "revision": record and record["revision"],
             "dimension": record and record["dim"],
+            # on a server: as the collection was created; embedded: one shard, one copy
+            **(store.distribution() if record else dict.fromkeys(FIELDS)),
             "points": sum(docs.values()),
             "documents": len(docs),
             "text_search": bool(record) and store.has_text_index(),  # False: made before text search, visual only

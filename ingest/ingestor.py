@@ -118,7 +118,8 @@ class Ingestor(Stage):
             if self.store.abandon_unfinished():
                 log.warning("removed the empty, unfinished collection %r an earlier run left", self.settings.collection)
                 return None
-            raise
+            # On a server, another worker may have just created it: its record comes next.
+            return self.store.record(wait=self.store.record_wait)
 
     # -- after the pages are written -------------------------------------------------------------------------
 

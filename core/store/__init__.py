@@ -4,6 +4,7 @@ base.py       PageStore: what every engine does alike (record, model guard, stor
 schema.py     the named vectors and the query language, as plain data
 edge.py       the embedded engine's translation (qdrant-edge)
 client.py     a Qdrant server's translation (qdrant-client; `:memory:` in-process)
+cluster.py    how a server collection is spread over a cluster: shards, replicas, write consistency
 layout.py     the fast path's derived vectors and prefetch depths
 record.py     the collection record: the model a collection was built with
 storage.py    tokens in float16, exactly recoverable
@@ -13,10 +14,13 @@ transfer.py   export and import through one portable file
 
 from __future__ import annotations
 
+import logging
+
 from config import Settings
 from core.errors import ModelMismatchError, StoreError
 from core.store.base import PageStore
 from core.store.client import ClientStore
+from core.store.cluster import Distribution
 from core.store.edge import EdgeStore
 from core.store.layout import SearchLayout
 from core.store.storage import PagePoint
@@ -26,9 +30,21 @@ def open_store(settings: Settings | None = None) -> PageStore:
     """The store the settings name: a server or in-process client when QDRANT_URL is set, else the shard."""
     s = settings or Settings()
     layout = SearchLayout.from_settings(s)
+    distribution = Distribution.from_settings(s)
     if s.qdrant_url:
         return ClientStore.connect(
-            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port, layout
+            s.qdrant_url,
+            s.qdrant_api_key or None,
+            s.collection,
+            s.qdrant_timeout,
+            s.qdrant_grpc_port,
+            layout,
+            distribution,
+        )
+    if distribution.requested():
+        logging.getLogger("tokendirect.store").warning(
+            "%s apply to a Qdrant server only: the embedded store is one shard in this process and ignores them",
+            ", ".join(f"TOKENDIRECT_{k.upper()}" for k in distribution.requested()),
         )
     return EdgeStore(s.shard_path(), s.collection, layout, s.store_wait)
 

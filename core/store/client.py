@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import StoreError, first_line
+from core.errors import CollectionExists, StoreError, first_line
 from core.store.base import NOT_IN_HITS, PageStore, Raw
+from core.store.cluster import FIELDS, Distribution
 from core.store.layout import SearchLayout
 from core.store.schema import Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES
@@ -29,6 +30,7 @@ MEMORY = ":memory:"
 
 
 class ClientStore(PageStore):
+    record_wait = 60.0  # a collection is created, indexed, then given its record, in separate requests
     retry_attempts = 4
     retry_delay = 0.5  # seconds before the second attempt; doubles each time (0.5 + 1 + 2 s in all)
 
@@ -40,6 +42,7 @@ class ClientStore(PageStore):
         timeout: float | None = None,
         grpc_port: int = 0,
         layout: SearchLayout | None = None,
+        distribution: Distribution = Distribution(),
     ):
         self.client = client
         self.collection = collection
@@ -47,6 +50,7 @@ class ClientStore(PageStore):
         self.where = where
         self.timeout = timeout
         self.grpc_port = grpc_port
+        self.distribution_asked = distribution  # for a collection this store creates
 
     @classmethod
     def connect(
@@ -57,6 +61,7 @@ class ClientStore(PageStore):
         timeout: int = 30,
         grpc_port: int = 6334,
         layout: SearchLayout | None = None,
+        distribution: Distribution = Distribution(),
     ) -> "ClientStore":
         from qdrant_client import QdrantClient
 
@@ -71,7 +76,7 @@ class ClientStore(PageStore):
                 grpc_port=grpc_port or 6334,
                 check_compatibility=False,  # its warning would precede our own, clearer, error
             )
-        store = cls(client, collection, url, timeout, grpc_port, layout)
+        store = cls(client, collection, url, timeout, grpc_port, layout, distribution)
         try:
             store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
         except StoreError:
@@ -166,7 +171,21 @@ class ClientStore(PageStore):
         sparse = {
             v.name: m.SparseVectorParams(modifier=m.Modifier.IDF if v.idf else None) for v in vectors if v.size is None
         }
-        self._write(self.client.create_collection, vectors_config=dense, sparse_vectors_config=sparse)
+        try:
+            self._write(
+                self.client.create_collection,
+                vectors_config=dense,
+                sparse_vectors_config=sparse,
+                **self.distribution_asked.requested(),
+            )
+        except Exception:
+            if self._exists():  # another writer (an ingest worker on another host) created it at the same moment
+                raise CollectionExists(f"collection {self.collection!r} was created by another writer") from None
+            raise
+
+    def distribution(self) -> dict:
+        params = self._call(self.client.get_collection, self.collection).config.params
+        return {name: getattr(params, name, None) for name in FIELDS}
 
     def _create_index(self, name: str, kind: str) -> None:
         from qdrant_client import models as m

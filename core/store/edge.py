@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreError
+from core.errors import CollectionExists, StoreError
 from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
 from core.store.schema import Filter, Fusion, Stage, VectorSpec
@@ -107,7 +107,13 @@ class EdgeStore(PageStore):
             vectors=dense, sparse_vectors=sparse, optimizers=q.EdgeOptimizersConfig(indexing_threshold=1000)
         )
         self.path.mkdir(parents=True, exist_ok=True)
-        self._held = HANDLES.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
+
+        def create():
+            if self._exists():  # another process made it while this one waited for the shard
+                raise CollectionExists(f"collection {self.collection!r} was created by another process")
+            return q.EdgeShard.create(str(self.path), config)
+
+        self._held = HANDLES.acquire(self._key, lambda: self._hold(create))
 
     def _create_index(self, name: str, kind: str) -> None:
         q = _edge()
