@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -26,16 +27,25 @@ def ingest(
         metavar="SECONDS",
         help="Wait this long for another ingest into the same collection to finish (default: exit 2 at once).",
     ),
+    partition: Optional[str] = typer.Option(
+        None,
+        "--partition",
+        metavar="I/N",
+        help="Worker I of N (from 0): store, clean and prune only this share of the documents, by doc_id; "
+        "N workers given 0/N .. N-1/N cover the corpus exactly once.",
+    ),
 ) -> None:
     """Store every page of the given documents as a multivector point; unchanged files are skipped, changed ones
     replaced. Safe to run from a scheduler: one writer at a time, and a killed run is completed by the next."""
     from ingest import Ingestor
+    from ingest.plan import WHOLE, Partition
 
+    share = WHOLE if partition is None else Partition.parse(partition)
     s = settings()
     if ocr_text:
         s = s.model_copy(update={"ocr_text": True})
     with Ingestor.from_settings(s) as ingestor:
-        report = ingestor.ingest(paths, prune=prune, wait=wait)
+        report = ingestor.ingest(paths, prune=prune, wait=wait, partition=share)
     lines = [
         f"added {report.pages_added} pages from {len(report.documents_added) + len(report.documents_updated)} "
         f"documents ({len(report.documents_updated)} updated); skipped {report.pages_skipped} pages already stored "
@@ -45,6 +55,10 @@ def ingest(
             **report.text_pages
         ),
     ]
+    if report.partition:
+        lines.append(
+            f"partition {report.partition}: left {len(report.documents_other_partition)} documents to other partitions"
+        )
     lines += [f"added: {p}" for p in report.documents_added]
     lines += [f"updated: {p}" for p in report.documents_updated]
     lines += [f"pruned: {p}" for p in report.documents_pruned]

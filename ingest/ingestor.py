@@ -20,7 +20,7 @@ from ingest import plan, runlog
 from ingest.hooks import crash_point
 from ingest.payload import location
 from ingest.pipeline import Pipeline
-from ingest.plan import Catalog, StoredDoc
+from ingest.plan import WHOLE, Catalog, Partition, StoredDoc
 from ingest.report import Failure, IngestReport
 
 log = logging.getLogger("tokendirect.ingest")
@@ -44,20 +44,27 @@ class Ingestor(Stage):
     # -- the run ---------------------------------------------------------------------------------------------
 
     def ingest(
-        self, paths: Iterable[str | Path], progress: bool | None = None, prune: bool = False, wait: float = 0.0
+        self,
+        paths: Iterable[str | Path],
+        progress: bool | None = None,
+        prune: bool = False,
+        wait: float = 0.0,
+        partition: Partition = WHOLE,
     ) -> IngestReport:
         """Store every page of every supported file under `paths` (see the package's notes for what a run
         guarantees). `prune` also removes documents whose source file under `paths` is gone; `wait` is how long
-        to wait for another ingest of the same collection to finish (else BusyError)."""
+        to wait for another ingest of the same collection to finish (else BusyError). With a `partition` (worker I
+        of N), only the documents of that partition are stored, cleaned and pruned; the others are skipped unencoded
+        and named in `documents_other_partition`."""
         paths = list(paths)
         started = utc_now()
         t0 = time.perf_counter()
-        report = IngestReport()
+        report = IngestReport(partition=None if partition == WHOLE else str(partition))
         status, error = "ok", None
         try:
-            lock = runlog.take_writer_lock(self.settings, wait)
+            lock = runlog.take_writer_lock(self.settings, wait, partition)
             try:
-                self._run(paths, report, prune, progress)
+                self._run(paths, report, prune, progress, partition)
             finally:
                 lock.release()
             status = "ok" if report.ok else "partial"
@@ -73,7 +80,7 @@ class Ingestor(Stage):
             report.timings["wall_s"] = round(time.perf_counter() - t0, 3)
             runlog.append_run(self.settings, paths, report.to_dict(), started, status, error)
 
-    def _run(self, paths: list, report: IngestReport, prune: bool, progress: bool | None) -> None:
+    def _run(self, paths: list, report: IngestReport, prune: bool, progress: bool | None, partition: Partition) -> None:
         timings = report.timings
         files, missing = discover(paths)
         report.failures.extend(Failure(p, r) for p, r in missing)
@@ -83,7 +90,8 @@ class Ingestor(Stage):
             self._bound = self._record() is not None
             if self._bound:
                 self.store.bind(self.model.identity, create=False)
-            catalog = Catalog(read_catalog(self.store) if self._bound else {})
+            # Every partition's documents: a file of another partition is recognised by its record, unread.
+            catalog = Catalog(read_catalog(self.store) if self._bound else {}, partition)
         timings["plan_s"] = round(time.perf_counter() - t, 3)
 
         pipeline = Pipeline(self.model, self.store, self.settings, self.limits, catalog, report, self._bind, progress)

@@ -23,10 +23,13 @@ class IngestReport:
     documents_skipped: list[str] = field(default_factory=list)
     documents_pruned: list[str] = field(default_factory=list)  # sources gone (--prune)
     documents_cleaned: list[str] = field(default_factory=list)  # unfinished documents an earlier run left
+    # files whose document is in another worker's partition (--partition): skipped unencoded
+    documents_other_partition: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # pages added, by where their text came from: the PDF's text layer, the decoder (--ocr-text), or none
     text_pages: dict[str, int] = field(default_factory=lambda: {FROM_PDF: 0, FROM_DECODER: 0, "none": 0})
+    partition: str | None = None  # "I/N" for worker I of N; None: the whole corpus
 
     @property
     def ok(self) -> bool:
