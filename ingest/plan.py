@@ -3,6 +3,9 @@
 A run sees each input file twice at most: first by its record (size and mtime), which may settle it unread, then by
 its bytes (sha256). After the pages are written, `tidy` decides what happens to what the collection held before:
 unfinished documents are cleaned, old versions removed, moved files re-pointed, vanished ones pruned.
+
+Several workers may share a collection, each with a `Partition` of the documents: once a file's doc_id is known
+(from its record or its bytes) a worker leaves another partition's file alone, and `tidy` acts on its own only.
 """
 
 from __future__ import annotations
