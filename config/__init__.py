@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         6334, ge=0, le=65535, description="The server's gRPC port: page tokens travel as binary there; 0: REST only."
     )
     qdrant_timeout: int = Field(30, ge=1, description="Seconds to wait for a Qdrant server's answer.")
+    qdrant_max_request_mb: float = Field(
+        32.0, gt=0, description="The server's request size limit (service.max_request_size_mb): no request is larger."
+    )
     # A new collection on a Qdrant server (a cluster): Qdrant's own parameters, unset = the server's default. The
     # embedded engine is one local shard and ignores them.
     shard_number: int | None = Field(

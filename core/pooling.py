@@ -53,12 +53,31 @@ def _spread_seeds(x: np.ndarray, k: int) -> np.ndarray:
     """Farthest-point seeds (deterministic): the first token, then each time the token least like any seed so far.
     Every distinct direction gets a seed before any direction gets two, so k-means does not merge them, and a mass
     of near-identical tokens (blank canvas) takes one seed, not one per window."""
+    if k > 64:  # many seeds: one matrix product of all rows beats a matrix-vector product per seed
+        gram = x @ x.T
+
+        def likeness(i: int) -> np.ndarray:
+            return gram[i]
+    else:
+
+        def likeness(i: int) -> np.ndarray:
+            return x @ x[i]
+
     seeds = np.zeros(k, dtype=np.int64)
-    closest = x @ x[0]
+    closest = likeness(0).copy()
     for j in range(1, k):
         seeds[j] = int(np.argmin(closest))
-        closest = np.maximum(closest, x @ x[seeds[j]])
+        closest = np.maximum(closest, likeness(seeds[j]))
     return seeds
+
+
+def spread_order(unit: np.ndarray, keep: int) -> np.ndarray:
+    """An order of a page's unit rows whose first `keep` rows cover its directions best (farthest-point selection:
+    every other row is as alike as possible to one of them), then the rest; each part in the rows' own order.
+    Exact MaxSim over the first `keep` rows then misses least of MaxSim over all of them."""
+    chosen = np.zeros(len(unit), dtype=bool)
+    chosen[_spread_seeds(unit, keep)] = True
+    return np.concatenate([np.flatnonzero(chosen), np.flatnonzero(~chosen)])
 
 
 def dense_vector(tokens: np.ndarray) -> np.ndarray:

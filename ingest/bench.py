@@ -88,7 +88,7 @@ def bench_shard_open(points: list[int], tokens: int = 257, dim: int = 1280, repe
 
     from core.model import ModelIdentity
     from core.store import EdgeStore, PagePoint
-    from core.store.schema import UNIT, Nearest, Stage
+    from core.store.schema import TOKENS, Nearest, Stage
 
     rng = np.random.default_rng(0)
     out = []
@@ -121,7 +121,7 @@ def bench_shard_open(points: list[int], tokens: int = 257, dim: int = 1280, repe
                 shard.close()
             t = time.perf_counter()
             query = unit_length(rng.standard_normal((tokens, dim), dtype=np.float32)).tolist()
-            hits = store.query([Stage(Nearest(UNIT, query), 5)])[0]  # opens the shard, then one exact MaxSim query
+            hits = store.query([Stage(Nearest(TOKENS, query), 5)])[0]  # opens the shard, then one exact MaxSim query
             first_query_s = time.perf_counter() - t
             store.close()
             disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

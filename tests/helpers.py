@@ -1,4 +1,5 @@
-"""What the tests share: documents drawn for them, synthetic token sets, and running the `tokendirect` command."""
+"""What the tests share: documents drawn for them, synthetic token sets, running the `tokendirect` command, and a
+qdrant-client that measures what the store hands it against a Qdrant server's limits."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from qdrant_client import QdrantClient
+from qdrant_client import grpc as g
+from qdrant_client import models as m
+from qdrant_client.conversions.conversion import RestToGrpc
+from qdrant_client.http.api.points_api import jsonable_encoder
 
 CLI = [sys.executable, "-c", "from cli import main; main()"]
 MISSING_POINT = "00000000-0000-0000-0000-000000000000"
@@ -109,3 +116,73 @@ def usage_error(proc: subprocess.CompletedProcess) -> str:
     # A quoted name stays whole (no quote stripped off the end of the message).
     assert errors[0].count("'") % 2 == 0, errors[0]
     return errors[0]
+
+
+# -- a qdrant-client held to a server's limits -------------------------------------------------------------------
+
+MULTIVECTOR_VALUES = 1 << 20  # a server refuses a multivector of this many values or more
+REQUEST_BYTES = 32 << 20  # a server's default request size limit (service.max_request_size_mb)
+
+
+@dataclass
+class Request:
+    call: str
+    rest_bytes: int
+    grpc_bytes: int
+    multivectors: list[tuple[str, int, int]] = field(default_factory=list)  # (name, rows, dimension)
+
+    def largest(self) -> int:
+        """The most values in one multivector of the request."""
+        return max((rows * dim for _, rows, dim in self.multivectors), default=0)
+
+
+class RecordingClient:
+    def __init__(self, client: QdrantClient | None = None):
+        self.client = client or QdrantClient(location=":memory:")
+        self.requests: list[Request] = []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def upsert(self, collection_name, points, **kwargs):
+        grpc = g.UpsertPoints(
+            collection_name=collection_name, points=[RestToGrpc.convert_point_struct(p) for p in points]
+        )
+        self._record("upsert", m.PointsList(points=points), grpc, [p.vector for p in points])
+        return self.client.upsert(collection_name, points, **kwargs)
+
+    def update_vectors(self, collection_name, points, **kwargs):
+        converted = [RestToGrpc.convert_point_vectors(p) for p in points]
+        grpc = g.UpdatePointVectors(collection_name=collection_name, points=converted)
+        self._record("update_vectors", m.UpdateVectors(points=points), grpc, [p.vector for p in points])
+        return self.client.update_vectors(collection_name, points, **kwargs)
+
+    def query_batch_points(self, collection_name, requests, **kwargs):
+        converted = [RestToGrpc.convert_query_request(r, collection_name) for r in requests]
+        grpc = g.QueryBatchPoints(collection_name=collection_name, query_points=converted)
+        vectors = [named for r in requests for named in _queries(r)]
+        self._record("query", m.QueryRequestBatch(searches=requests), grpc, vectors)
+        return self.client.query_batch_points(collection_name, requests, **kwargs)
+
+    def _record(self, call, rest, grpc, vectors) -> None:
+        request = Request(call, len(jsonable_encoder(rest)), grpc.ByteSize())
+        for named in vectors:
+            for name, v in (named or {}).items():
+                if isinstance(v, list) and v and isinstance(v[0], list):
+                    request.multivectors.append((name, len(v), len(v[0])))
+        self.requests.append(request)
+
+    def over_limits(self, transport: str) -> list[Request]:
+        """The requests a server would refuse over `transport` ("rest" or "grpc")."""
+        size = "rest_bytes" if transport == "rest" else "grpc_bytes"
+        return [r for r in self.requests if r.largest() >= MULTIVECTOR_VALUES or getattr(r, size) > REQUEST_BYTES]
+
+
+def _queries(request) -> list[dict]:
+    """Each query vector of a request and its prefetches, as {using: vector}."""
+    found = []
+    if isinstance(request.query, list):
+        found.append({request.using or "": request.query})
+    for p in request.prefetch or []:
+        found.extend(_queries(p))
+    return found

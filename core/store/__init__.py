@@ -39,7 +39,8 @@ def open_store(settings: Settings | None = None) -> PageStore:
             s.qdrant_timeout,
             s.qdrant_grpc_port,
             layout,
-            distribution,
+            int(s.qdrant_max_request_mb * (1 << 20)),
+            distribution=distribution,
         )
     if distribution.requested():
         logging.getLogger("tokendirect.store").warning(
