@@ -31,8 +31,9 @@ app.command()(decode)
 @app.command()
 @clean_errors
 def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """The collection: the model it was built with, token dimension, points and documents."""
+    """The collection: the model it was built with, token dimension, shards and replicas, points and documents."""
     from core.store import open_store
+    from core.store.cluster import FIELDS
     from ingest import read_catalog
 
     s = settings()
@@ -47,6 +48,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             "model": record and record["model"],
             "revision": record and record["revision"],
             "dimension": record and record["dim"],
+            # on a server: as the collection was created; embedded: one shard, one copy
+            **(store.distribution() if record else dict.fromkeys(FIELDS)),
             "points": sum(len(d.stored) for d in catalog.values()),
             "documents": len(catalog),
             # documents an interrupted ingest left without all their pages: not searchable as whole documents until

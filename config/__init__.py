@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     qdrant_max_request_mb: float = Field(
         32.0, gt=0, description="The server's request size limit (service.max_request_size_mb): no request is larger."
     )
+    # A new collection on a Qdrant server (a cluster): Qdrant's own parameters, unset = the server's default. The
+    # embedded engine is one local shard and ignores them.
+    shard_number: int | None = Field(
+        None, ge=1, description="Shards of a new server collection; unset: one per peer of the cluster."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard, on different peers; unset: the server's default (1)."
+    )
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must apply a write before it succeeds; unset: the server's (1)."
+    )
     collection: str = "pages"
     top_k: int = Field(5, ge=1)
     batch_size: int = Field(4, ge=1, description="Pages encoded per model call.")

@@ -37,6 +37,10 @@ class StoreError(TokenDirectError):
     """The store cannot be used as asked (unreachable, locked, or built for another model)."""
 
 
+class CollectionExists(StoreError):
+    """A collection this process was about to create appeared meanwhile (another writer made it)."""
+
+
 class ModelMismatchError(StoreError):
     """The collection was built with other weights than the configured model."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -39,18 +40,33 @@ def ingest(
         metavar="SECONDS",
         help="Wait this long for another ingest into the same collection to finish (default: exit 2 at once).",
     ),
+    partition: Optional[str] = typer.Option(
+        None,
+        "--partition",
+        metavar="I/N",
+        help="Worker I of N (from 0): store, clean and prune only this share of the documents, by doc_id; "
+        "N workers given 0/N .. N-1/N cover the corpus exactly once.",
+    ),
 ) -> None:
     """Store every page of the given documents as a multivector point; unchanged files are skipped, changed ones
     replaced. Safe to run from a scheduler: one writer at a time, and a killed run is completed by the next."""
     from ingest import Ingestor
+    from ingest.plan import WHOLE, Partition
 
+    share = WHOLE if partition is None else Partition.parse(partition)
     s = settings()
     if ocr_text:
         s = s.model_copy(update={"ocr_text": True})
     with Ingestor.from_settings(s) as ingestor:
         try:
             report = ingestor.ingest(
-                paths, progress="lines" if as_json else None, prune=prune, wait=wait, force=force, dry_run=dry_run
+                paths,
+                progress="lines" if as_json else None,
+                prune=prune,
+                wait=wait,
+                force=force,
+                dry_run=dry_run,
+                partition=share,
             )
         except TokenDirectError as exc:
             stopped = (exc.details or {}).get("report")
@@ -84,6 +100,10 @@ def report_lines(report: IngestReport) -> list[str]:
             "text of the added pages: {pdf} from the PDF text layer, {decoded} decoded, {none} without text".format(
                 **report.text_pages
             )
+        )
+    if report.partition:
+        lines.append(
+            f"partition {report.partition}: left {len(report.documents_other_partition)} documents to other partitions"
         )
     if report.files_skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(report.files_skipped.items()))

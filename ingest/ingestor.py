@@ -20,7 +20,7 @@ from ingest import plan, runlog
 from ingest.hooks import crash_point
 from ingest.payload import location
 from ingest.pipeline import Pipeline
-from ingest.plan import Catalog, StoredDoc
+from ingest.plan import WHOLE, Catalog, Partition, StoredDoc
 from ingest.progress import Progress
 from ingest.report import Failure, IngestReport
 
@@ -52,25 +52,28 @@ class Ingestor(Stage):
         wait: float = 0.0,
         force: bool = False,
         dry_run: bool = False,
+        partition: Partition = WHOLE,
     ) -> IngestReport:
         """Store every page of every supported file under `paths` (see the package's notes for what a run
         guarantees). `prune` also removes documents whose source file under `paths` is gone, except where that
         looks like a missing volume (nothing left under a path, or most of its documents gone at once) unless
         `force`; `dry_run` plans everything and changes nothing, reporting what a run would do; `wait` is how long
         to wait for another ingest of the same collection to finish (else BusyError); `progress`: "bar", "lines",
-        False, or None (a bar on a terminal, a line now and then elsewhere).
+        False, or None (a bar on a terminal, a line now and then elsewhere). With a `partition` (worker I of N),
+        only the documents of that partition are stored, cleaned and pruned; the others are skipped unencoded and
+        named in `documents_other_partition`.
 
         A run stopped by an expected failure (a full disk, a store that went away) raises it with what was done so
         far in its `details["report"]`."""
         paths = list(paths)
         started = utc_now()
         t0 = time.perf_counter()
-        report = IngestReport(dry_run=dry_run)
+        report = IngestReport(dry_run=dry_run, partition=None if partition == WHOLE else str(partition))
         failure: BaseException | None = None
         try:
-            lock = runlog.take_writer_lock(self.settings, wait)
+            lock = runlog.take_writer_lock(self.settings, wait, partition)
             try:
-                self._run(paths, report, prune, force, dry_run, progress)
+                self._run(paths, report, prune, force, dry_run, progress, partition)
             finally:
                 lock.release()
             return report
@@ -86,7 +89,9 @@ class Ingestor(Stage):
             code = exit_code_for(failure) if failure is not None else (0 if report.ok else 1)
             runlog.append_run(self.settings, paths, report.to_dict(), started, status, error, code)
 
-    def _run(self, paths: list, report: IngestReport, prune: bool, force: bool, dry_run: bool, progress) -> None:
+    def _run(
+        self, paths: list, report: IngestReport, prune: bool, force: bool, dry_run: bool, progress, partition: Partition
+    ) -> None:
         timings = report.timings
         files, missing = discover(paths, report.files_skipped)
         report.failures.extend(Failure(p, r) for p, r in missing)
@@ -96,7 +101,8 @@ class Ingestor(Stage):
             self._bound = self._record() is not None
             if self._bound:
                 self.store.bind(self.model.identity, create=False)
-            catalog = Catalog(read_catalog(self.store) if self._bound else {})
+            # Every partition's documents: a file of another partition is recognised by its record, unread.
+            catalog = Catalog(read_catalog(self.store) if self._bound else {}, partition)
         timings["plan_s"] = round(time.perf_counter() - t, 3)
 
         shown = Progress(_progress_mode(progress))
@@ -139,7 +145,8 @@ class Ingestor(Stage):
             if self.store.abandon_unfinished():
                 log.warning("removed the empty, unfinished collection %r an earlier run left", self.settings.collection)
                 return None
-            raise
+            # On a server, another worker may have just created it: its record comes next.
+            return self.store.record(wait=self.store.record_wait)
 
     # -- after the pages are written -------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ log = logging.getLogger("tokendirect.ingest")
 
 @dataclass
 class Skip:
-    """Nothing to encode: the document is stored whole already (or another file of this run brings its bytes)."""
+    """Nothing to encode: the document is stored whole already (or another file of this run brings its bytes), or it
+    is another worker's (`doc.elsewhere`)."""
 
     doc: Doc
 
@@ -192,6 +193,7 @@ class Pipeline:
         if doc.size == 0:
             raise InputError("empty file")
         if plan.settle_unread(doc, self.catalog, self.settings.trust_mtime):
+            plan.settle_partition(doc, self.catalog)
             self.seen.setdefault(doc.doc_id, doc)
             return None
         if doc.size > self.limits.max_bytes:
@@ -199,7 +201,8 @@ class Pipeline:
         t = time.perf_counter()
         doc.doc_id = file_digest(doc.path)
         self.add_time("hash_s", time.perf_counter() - t)
-        if plan.settle_read(doc, self.catalog, self.seen.setdefault(doc.doc_id, doc)):
+        first = self.seen.setdefault(doc.doc_id, doc)
+        if plan.settle_partition(doc, self.catalog) or plan.settle_read(doc, self.catalog, first):
             return None
         return plan.resume(doc, count_pages(doc.path, self.limits, self.settings.pdf_dpi))
 
@@ -373,6 +376,8 @@ class Pipeline:
                     (report.documents_updated if doc.replaces else report.documents_added).append(doc.name)
                 else:
                     self._fail(doc, "not every page was stored")
+            elif isinstance(m, Skip) and doc.elsewhere:
+                report.documents_other_partition.append(doc.name)
             elif isinstance(m, Skip):
                 report.pages_skipped += doc.pages
                 # With older versions under this path, an interrupted run stored the new one: the update ends now.

@@ -6,13 +6,52 @@ unfinished documents under this run's paths are cleaned (those elsewhere are lef
 versions removed, moved files re-pointed, vanished ones pruned - unless the vanishing looks like a missing volume
 rather than deleted files (a path that holds no supported file, or most of its documents gone at once): then nothing
 under that path is pruned without `force`.
+
+Several workers may share a collection, each with a `Partition` of the documents: once a file's doc_id is known
+(from its record or its bytes) a worker leaves another partition's file alone, and `tidy` acts on its own only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A stable share of the documents, by doc_id, for one of `count` ingest workers: worker `index` (0 to count - 1)
+    takes the documents whose doc_id hashes to `index` modulo `count`. The hash is sha256, the same on every host and
+    in every run, so N workers given 0/N to N-1/N take every document exactly once between them, whatever order or
+    subset of files each sees; a document keeps its worker as long as its bytes do (a changed file is a new doc_id,
+    and may move to another worker)."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Partition":
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not int(match[1]) < int(match[2]):
+            raise UsageError(
+                f"--partition takes I/N, worker I of N counted from 0 (0/3, 1/3 and 2/3 share a corpus): got {text!r}"
+            )
+        return cls(int(match[1]), int(match[2]))
+
+    def owns(self, doc_id: str) -> bool:
+        if self.count == 1:
+            return True
+        return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big") % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+WHOLE = Partition()  # a single worker: every document is its own
 
 
 @dataclass
@@ -46,6 +85,7 @@ class Doc:
     resumed: int = 0  # pages an earlier, interrupted run stored
     replaces: list[str] = field(default_factory=list)  # older versions stored under the same source
     failed: bool = False
+    elsewhere: bool = False  # of another worker's partition: neither encoded nor tidied by this one
     texts: list[str] = field(default_factory=list)  # each page's PDF text layer ("" where it has none)
 
     def todo(self) -> list[int]:
@@ -56,11 +96,20 @@ class Doc:
 class Catalog:
     """What the collection held when the run began: stored documents by doc_id and by source."""
 
-    def __init__(self, docs: dict[str, StoredDoc] | None = None):
+    def __init__(self, docs: dict[str, StoredDoc] | None = None, partition: Partition = WHOLE):
         self.docs = docs or {}
+        self.partition = partition
         self.by_source: dict[str, list[StoredDoc]] = {}
         for d in self.docs.values():
             self.by_source.setdefault(d.source, []).append(d)
+
+    def owns(self, doc_id: str) -> bool:
+        """Whether the document is in this worker's partition (every document is, for a single worker)."""
+        return self.partition.owns(doc_id)
+
+    def stored_whole(self, doc_id: str) -> bool:
+        d = self.docs.get(doc_id)
+        return d is not None and d.complete
 
     def forget(self, doc_id: str) -> None:
         """A document removed during the run (it failed): nothing is left to tidy."""
@@ -82,6 +131,13 @@ def settle_unread(doc: Doc, catalog: Catalog, trust_mtime: bool) -> bool:
             doc.replaces = [o.doc_id for o in older if o.doc_id != doc.doc_id]
             return True
     return False
+
+
+def settle_partition(doc: Doc, catalog: Catalog) -> bool:
+    """Once `doc.doc_id` is known (from its record or its bytes): True when the document is in another worker's
+    partition. That worker encodes it; this one skips it unrasterized and leaves its stored pages alone."""
+    doc.elsewhere = not catalog.owns(doc.doc_id)
+    return doc.elsewhere
 
 
 def settle_read(doc: Doc, catalog: Catalog, first: Doc) -> bool:
@@ -174,15 +230,23 @@ def tidy(
 ) -> list[Action]:
     """What to do with the documents the collection held before this run, once its pages are written. `completed`
     holds the doc ids stored whole this run, `seen` the first file of this run for each doc id, `roots` the paths
-    this run was given (resolved); `force` prunes even where the vanishing looks like a missing volume."""
-    found = {doc.source: doc for doc in docs if doc.doc_id and not doc.failed}
+    this run was given (resolved); `force` prunes even where the vanishing looks like a missing volume.
+
+    Only documents of this worker's partition are acted on: another worker may be storing its own at this moment. A
+    file's new version of another partition supersedes this worker's old one once it is stored whole (before that,
+    the old version stays, so a search always finds one of them)."""
+    found = {
+        doc.source: doc
+        for doc in docs
+        if doc.doc_id and not doc.failed and (not doc.elsewhere or catalog.stored_whole(doc.doc_id))
+    }
     current = {source: doc.doc_id for source, doc in found.items()}
     present = {doc.source for doc in docs}  # seen this run, even if it failed: not gone
     empty = {root for root in roots if not any(under(source, [root]) for source in present)}
     actions: list[Action] = []
     gone_under: dict[str, list[StoredDoc]] = {}  # root -> documents whose file is gone from under it
     for d in catalog.docs.values():
-        if d.doc_id in completed:
+        if d.doc_id in completed or not catalog.owns(d.doc_id):
             continue
         root = innermost(d.source, roots)
         if not d.complete:

@@ -17,6 +17,7 @@ from core.locks import FileLock, command_line
 from core.pages import display_path
 from core.store import collection_name
 from core.store.disk import data_dir_problem
+from ingest.plan import WHOLE, Partition
 
 log = logging.getLogger("tokendirect.ingest")
 
@@ -27,18 +28,19 @@ def target(s: Settings) -> str:
     return s.qdrant_url or f"embedded store {s.shard_path()}"
 
 
-def writer_lock_path(s: Settings) -> Path:
-    """One writer per (data dir, store, collection): a server's collection gets its own lock name, but only jobs
-    sharing this data directory on this host see it (README: "One writer")."""
+def writer_lock_path(s: Settings, partition: Partition = WHOLE) -> Path:
+    """One writer per (data dir, store, collection, partition): a server's collection gets its own lock name, and so
+    does each partition of it (workers of other partitions run beside each other), but only jobs sharing this data
+    directory on this host see it (README: "One writer")."""
     where = hashlib.sha256((s.qdrant_url or "embedded").encode()).hexdigest()[:12]
-    return Path(s.data_dir) / "locks" / f"ingest-{collection_name(s)}-{where}.lock"
+    part = "" if partition == WHOLE else f"-part{partition.index}of{partition.count}"
+    return Path(s.data_dir) / "locks" / f"ingest-{collection_name(s)}-{where}{part}.lock"
 
 
-def take_writer_lock(s: Settings, wait: float, doing: str = "ingest") -> FileLock:
-    """The collection's writer lock, waiting up to `wait` seconds for a running ingest (and saying so on stderr);
-    BusyError names the holder when it does not let go in time."""
-    path = writer_lock_path(s)
-    lock = FileLock(path, command_line())
+def take_writer_lock(s: Settings, wait: float, doing: str = "ingest", partition: Partition = WHOLE) -> FileLock:
+    """The collection's writer lock (of one partition, for a worker of several), waiting up to `wait` seconds for a
+    running ingest (and saying so on stderr); BusyError names the holder when it does not let go in time."""
+    lock = FileLock(writer_lock_path(s, partition), command_line())
     try:
         try:
             lock.acquire(0)
@@ -51,7 +53,8 @@ def take_writer_lock(s: Settings, wait: float, doing: str = "ingest") -> FileLoc
     except BusyError as exc:
         who = exc.holder.describe() if exc.holder else "another process"
         raise BusyError(
-            f"another ingest into collection {s.collection!r} ({target(s)}) is running: {who}; "
+            f"another ingest into collection {s.collection!r} ({target(s)}"
+            f"{'' if partition == WHOLE else f', partition {partition}'}) is running: {who}; "
             + (
                 f"it was still running after {wait:g} s (--wait SECONDS to wait longer)"
                 if doing == "ingest"

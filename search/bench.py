@@ -104,7 +104,7 @@ class SyntheticPages:
 
 
 def synthetic_identity(spec: SyntheticSpec) -> ModelIdentity:
-    return ModelIdentity("token-direct/bench-synthetic", f"seed-{spec.seed}", spec.dim)
+    return ModelIdentity("token-direct/bench-synthetic", f"seed-{spec.seed}", spec.dim, max_tokens=spec.tokens)
 
 
 def synthetic_point(i: int, tokens: np.ndarray) -> PagePoint:

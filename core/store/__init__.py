@@ -4,6 +4,7 @@ base.py       PageStore: what every engine does alike (record, model guard, stor
 schema.py     the named vectors and the query language, as plain data
 edge.py       the embedded engine's translation (qdrant-edge)
 client.py     a Qdrant server's translation (qdrant-client; `:memory:` in-process)
+cluster.py    how a server collection is spread over a cluster: shards, replicas, write consistency
 layout.py     the fast path's derived vectors and prefetch depths
 record.py     the collection record: the model a collection was built with
 storage.py    tokens in float16, exactly recoverable
@@ -14,10 +15,13 @@ disk.py       free space checked before the embedded engine writes; a data direc
 
 from __future__ import annotations
 
+import logging
+
 from config import Settings, check_collection_name
 from core.errors import ConfigError, ModelMismatchError, StoreError
 from core.store.base import PageStore
 from core.store.client import ClientStore
+from core.store.cluster import Distribution
 from core.store.disk import check_data_dir
 from core.store.edge import EdgeStore
 from core.store.layout import SearchLayout
@@ -30,6 +34,7 @@ def open_store(settings: Settings | None = None) -> PageStore:
     collection_name(s)
     check_data_dir(s.data_dir)  # a server's collections need it too: ingest keeps its lock and run log there
     layout = SearchLayout.from_settings(s)
+    distribution = Distribution.from_settings(s)
     if s.qdrant_url:
         return ClientStore.connect(
             s.qdrant_url,
@@ -39,6 +44,12 @@ def open_store(settings: Settings | None = None) -> PageStore:
             s.qdrant_grpc_port,
             layout,
             int(s.qdrant_max_request_mb * (1 << 20)),
+            distribution=distribution,
+        )
+    if distribution.requested():
+        logging.getLogger("tokendirect.store").warning(
+            "%s apply to a Qdrant server only: the embedded store is one shard in this process and ignores them",
+            ", ".join(f"TOKENDIRECT_{k.upper()}" for k in distribution.requested()),
         )
     return EdgeStore(s.shard_path(), s.collection, layout, s.store_wait)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import StoreError
+from core.errors import CollectionExists, StoreError
 from core.store import disk
 from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
@@ -122,7 +122,13 @@ class EdgeStore(PageStore):
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(disk.data_dir_problem(self.path, exc)) from None
-        self._held = HANDLES.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
+
+        def create():
+            if self._exists():  # another process made it while this one waited for the shard
+                raise CollectionExists(f"collection {self.collection!r} was created by another process")
+            return q.EdgeShard.create(str(self.path), config)
+
+        self._held = HANDLES.acquire(self._key, lambda: self._hold(create))
 
     def _create_index(self, name: str, kind: str) -> None:
         q = _edge()

@@ -88,6 +88,8 @@ def hold_shard(path: Path, opener: Callable[[], Any], wait: float) -> HeldShard:
             try:
                 shard = opener()
                 break
+            except StoreError:
+                raise
             except Exception as exc:
                 # A holder that does not take the lock file (an older version) still holds the WAL.
                 if "WouldBlock" not in str(exc):
