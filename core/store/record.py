@@ -14,6 +14,7 @@ META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
 # 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly; re-import to upgrade)
 SCHEMA_VERSION = 2
 FAST_SCHEMA = 2
+FUSION = "fusion"  # hybrid search's weights, once calibrated for the collection (search/fusion.py)
 
 
 def new_record(identity: ModelIdentity, layout: SearchLayout) -> dict:
