@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from core.cli import EXIT_OK, EXIT_PARTIAL, clean_errors, emit, fail, settings
+from core.testmodel import TEST_HIDDEN_SIZE
 from decode.cli import decode
 from ingest.cli import ingest
 from search.cli import search
@@ -132,11 +133,19 @@ def eval_(
 
 @app.command("make-test-model")
 @clean_errors
-def make_test_model_cmd(directory: Path = typer.Argument(..., help="Where to write the checkpoint.")) -> None:
+def make_test_model_cmd(
+    directory: Path = typer.Argument(..., help="Where to write the checkpoint."),
+    hidden_size: int = typer.Option(
+        TEST_HIDDEN_SIZE, "--hidden-size", min=8, help="Token dimension (the published model's: 1280); a multiple of 4."
+    ),
+) -> None:
     """Write a tiny random-weight DeepSeek-OCR-2 checkpoint (same classes, meaningless output) for offline tests."""
+    from core.errors import UsageError
     from core.testmodel import make_test_model
 
-    path = make_test_model(directory)
+    if hidden_size % 4:
+        raise UsageError(f"--hidden-size must be a multiple of 4 (the attention heads): got {hidden_size}")
+    path = make_test_model(directory, hidden_size=hidden_size)
     typer.echo(f"wrote a tiny random-weight DeepSeek-OCR-2 checkpoint to {path}; use TOKENDIRECT_MODEL={path}")
 
 

@@ -9,6 +9,7 @@ import typer
 
 from core.cli import clean_errors, emit, settings
 from core.errors import UsageError
+from core.store.layout import SearchLayout
 
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks (results on stdout).")
 
@@ -105,7 +106,7 @@ def ingest_bench(
     from ingest.bench import bench_ingest
 
     result = bench_ingest(settings(), pages)
-    t, shares = result["timings"], result["shares"]
+    t, shares, store = result["timings"], result["shares"], result["store_path"]
     text = "\n".join(
         [
             f"{result['pages']} pages in {t['wall_s']:.2f} s: {result['pages_per_s']:.2f} pages/s "
@@ -114,9 +115,47 @@ def ingest_bench(
             f"store {shares['store']:.1%}, hash {shares['hash']:.1%}",
             f"non-model share {result['non_model_share']:.1%} (target <= {result['target_non_model_share']:.0%}: "
             f"{'met' if result['target_met'] else 'NOT met'})",
+            f"store path (token conversion, payload, derived vectors, storage form, write) CPU per page: "
+            f"{store['cpu_ms_per_page']:.1f} ms (target <= {result['target_store_cpu_ms_per_page']} ms), at "
+            f"{store['dim']} dimensions and {store['tokens_per_page']} tokens a page",
         ]
     )
     emit(as_json, result, text)
+
+
+@bench_app.command("page")
+@clean_errors
+def page_bench(
+    dim: int = typer.Option(1280, "--dim", min=8, help="Token dimension (the published model's: 1280)."),
+    tokens: int = typer.Option(1121, "--tokens", min=1, help="Tokens a page (1121: six tiles; 257: one view)."),
+    pages: int = typer.Option(8, "--pages", min=1, help="Synthetic pages to store."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """What a page costs on a Qdrant server (requests and bytes over REST and gRPC, rows per named vector) and on
+    the embedded engine's disk, from synthetic pages of the given shape."""
+    from core.store.costs import page_costs
+
+    r = page_costs(dim, tokens, pages, SearchLayout.from_settings(settings()))
+    rest, grpc = r["rest"], r["grpc"]
+    rows = ", ".join(f"{name} {n}" for name, n in r["rows"].items())
+    text = "\n".join(
+        [
+            f"a page of {r['tokens']} tokens x {r['dim']} ({r['token_bytes'] / 1e6:.2f} MB as float16), "
+            f"{r['pages']} pages:",
+            f"  rows per named vector: {rows} (a server accepts at most {(1 << 20) - 1} values in one)",
+            f"  REST: {rest['requests_per_page']:g} requests a page, {rest['bytes_per_page'] / 1e6:.1f} MB, "
+            f"largest {rest['largest_request_bytes'] / 1e6:.1f} MB",
+            f"  gRPC: {grpc['requests_per_page']:g} requests a page, {grpc['bytes_per_page'] / 1e6:.1f} MB, "
+            f"largest {grpc['largest_request_bytes'] / 1e6:.1f} MB",
+            f"  requests over a server's limits: {rest['over_limits']} (REST), {grpc['over_limits']} (gRPC)",
+            f"  tokens read back exact: {r['exact']}; {r['patched_values']} values in the patch, "
+            f"{r['store_payload_bytes'] / 1e3:.1f} kB of payload the store keeps",
+            f"  embedded disk: {r['disk_bytes_per_page'] / 1e6:.2f} MB a page "
+            f"({r['disk_ratio']:.2f}x the token bytes), plus a write-ahead log of {r['wal_bytes'] / 1e6:.0f} MB "
+            "for the shard",
+        ]
+    )
+    emit(as_json, r, text)
 
 
 @bench_app.command("query")

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         6334, ge=0, le=65535, description="The server's gRPC port: page tokens travel as binary there; 0: REST only."
     )
     qdrant_timeout: int = Field(30, ge=1, description="Seconds to wait for a Qdrant server's answer.")
+    qdrant_max_request_mb: float = Field(
+        32.0, gt=0, description="The server's request size limit (service.max_request_size_mb): no request is larger."
+    )
     collection: str = "pages"
     top_k: int = Field(5, ge=1)
     batch_size: int = Field(4, ge=1, description="Pages encoded per model call.")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -32,6 +33,7 @@ class ModelIdentity:
     model: str
     revision: str
     dim: int
+    max_tokens: int = field(default=0, compare=False)  # the most tokens a page can have (sizes the storage)
 
 
 def prompt_for(mode: str) -> str:
@@ -89,20 +91,19 @@ class OcrModel:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         _ = self.config  # a wrong or missing checkpoint fails here, before any weights are read
         device = resolve_device(self._device_name)
         dtype = resolve_dtype(self._dtype_name)
+        _ = self.processor
         try:
-            processor = AutoProcessor.from_pretrained(self.name, revision=self.requested_revision)
             model = AutoModelForImageTextToText.from_pretrained(
                 self.name, revision=self.requested_revision, dtype=dtype
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
         self._model = model.to(device).eval()
-        self._processor = processor
         torch.set_grad_enabled(False)
 
     @property
@@ -111,7 +112,29 @@ class OcrModel:
 
     @property
     def processor(self):
-        return self.load()._processor
+        """The checkpoint's processor (tokenizer and image processor): no weights are read for it."""
+        if self._processor is None:
+            from transformers import AutoProcessor
+
+            _ = self.config
+            try:
+                self._processor = AutoProcessor.from_pretrained(self.name, revision=self.requested_revision)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
+        return self._processor
+
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens a page can have: the global view, every local tile the processor may cut, and the view
+        separator (1121 for the published processor: 256 + 6 x 144 + 1)."""
+        p = self.processor
+        ip = p.image_processor
+
+        def view(px: int) -> int:
+            return math.ceil(px / p.patch_size / p.downsample_ratio) ** 2
+
+        tiles = ip.max_patches if ip.crop_to_patches else 0
+        return view(ip.size["height"]) + tiles * view(ip.tile_size) + 1
 
     @property
     def device(self) -> "torch.device":
@@ -152,7 +175,7 @@ class OcrModel:
 
     @property
     def identity(self) -> ModelIdentity:
-        return ModelIdentity(model=self.name, revision=self.revision, dim=self.dim)
+        return ModelIdentity(model=self.name, revision=self.revision, dim=self.dim, max_tokens=self.max_tokens)
 
     # -- encoder ---------------------------------------------------------------------------------------------
 

@@ -46,8 +46,13 @@ def _tokenizer():
     )
 
 
-def make_test_model(directory: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random-weight checkpoint (model, processor, tokenizer) to `directory` and return it."""
+TEST_HIDDEN_SIZE = 64  # the token dimension of the default test model: small, for a fast suite
+
+
+def make_test_model(directory: str | Path, seed: int = 0, hidden_size: int = TEST_HIDDEN_SIZE) -> Path:
+    """Write a tiny random-weight checkpoint (model, processor, tokenizer) to `directory` and return it. Its
+    processor is the published one, so pages have the published token counts (257, 1121 for six tiles);
+    `hidden_size` is the token dimension (the published model's is 1280)."""
     import torch
     from transformers import (
         DeepseekOcr2Config,
@@ -85,7 +90,7 @@ def make_test_model(directory: str | Path, seed: int = 0) -> Path:
         },
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 64,
+            "hidden_size": hidden_size,
             "intermediate_size": 128,
             "moe_intermediate_size": 32,
             "num_hidden_layers": 2,

@@ -16,9 +16,10 @@ import numpy as np
 
 from config import defaults
 from core.errors import StoreError, UsageError
+from core.pooling import spread_order
 from core.store import PagePoint, PageStore
-from core.store.layout import DENSE, POOLED, SearchLayout
-from core.store.schema import BM25, TOKENS, UNIT, Filter, Nearest, Stage
+from core.store.layout import DENSE, POOLED
+from core.store.schema import BM25, TOKENS, Filter, Nearest, Stage
 from core.tensors import unit_length
 from core.text import embed_query
 from search.fusion import FusionWeights, contribution, from_settings
@@ -31,18 +32,23 @@ def check_mode(mode: str) -> None:
         raise UsageError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
 
 
-def visual(tokens: np.ndarray, layout: SearchLayout, limit: int, doc_id: str | None, fast: bool) -> Stage:
+def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None, fast: bool) -> Stage:
     """MaxSim of the query tokens against the pages: through the fast path's nested prefetch (its depths sized for
-    `limit` hits), or exact over every page."""
-    unit = unit_length(tokens).astype(np.float16).astype(np.float32).tolist()
+    `limit` hits), or exact over every page. A query of more rows than the store may take in one multivector keeps
+    those that cover its directions best."""
+    unit = unit_length(tokens)
+    if len(unit) > store.max_query_rows:
+        unit = unit[np.sort(spread_order(unit, store.max_query_rows)[: store.max_query_rows])]
+    rows = unit.astype(np.float16).astype(np.float32).tolist()
     pages = Filter(TOKENS, doc_id)
     prefetch = ()
     if fast:
+        layout = store.layout
         dense_limit, pooled_limit = layout.limits(limit)
         dense = Stage(Nearest(DENSE, layout.dense_query(tokens)), dense_limit, pages, hnsw_ef=dense_limit)
         # int8 scores only: the exact stage comes next, so the float16 originals stay on disk
-        prefetch = (Stage(Nearest(POOLED, unit), pooled_limit, pages, (dense,), rescore=False),)
-    return Stage(Nearest(UNIT, unit), limit, pages, prefetch)
+        prefetch = (Stage(Nearest(POOLED, rows), pooled_limit, pages, (dense,), rescore=False),)
+    return Stage(Nearest(store.ranking_vector, rows), limit, pages, prefetch)
 
 
 def text(sparse, limit: int, doc_id: str | None) -> Stage:
@@ -69,7 +75,7 @@ def search(
         raise UsageError(f"search mode {mode!r} needs the query's tokens")
     fast = not exact and mode != "text" and store.has_fast_path()
     if mode == "visual":
-        return _signed(store.query([visual(query, store.layout, limit, doc_id, fast)])[0], ["visual"])
+        return _signed(store.query([visual(store, query, limit, doc_id, fast)])[0], ["visual"])
     _require_text_index(store)
     sparse = embed_query(text_query)
     if sparse is None and mode != "hybrid":
@@ -77,7 +83,7 @@ def search(
     if mode == "text":
         return _signed(store.query([text(sparse, limit, doc_id)])[0], ["text"])
     if mode == "rerank":
-        exact_stage = visual(query, store.layout, limit, doc_id, fast=False)
+        exact_stage = visual(store, query, limit, doc_id, fast=False)
         rerank = Stage(exact_stage.query, limit, Filter(TOKENS, doc_id), (text(sparse, pool_for(limit), doc_id),))
         return _signed(store.query([rerank])[0], ["text", "visual"])
     weights = fusion or from_settings(defaults())
@@ -110,7 +116,7 @@ def signal_stages(
     or exact) and the text one (None when the query has no searchable word). Run on their own, they give what the
     fused stage fuses (calibration fuses them again with other weights without asking Qdrant each time)."""
     pool = pool_for(limit)
-    return visual(query, store.layout, pool, doc_id, fast), (None if sparse is None else text(sparse, pool, doc_id))
+    return visual(store, query, pool, doc_id, fast), (None if sparse is None else text(sparse, pool, doc_id))
 
 
 def signal_rankings(

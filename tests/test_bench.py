@@ -58,3 +58,15 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
 def test_bench_search_rejects_bad_sizes(tmp_path, tiny_model_dir):
     proc = run_cli(["bench", "search", "--pages", "ten"], cli_env(tiny_model_dir, tmp_path / "data"), tmp_path)
     assert proc.returncode == 2 and "--pages" in proc.stderr
+
+
+def test_bench_page_reports_what_a_page_costs(tmp_path, tiny_model_dir):
+    """A page of more rows than one multivector may hold at its dimension (4095 at 256): two chunks, two REST
+    requests, one gRPC request, nothing over a server's limits, the tokens back exact, disk near the token bytes."""
+    args = ["bench", "page", "--dim", "256", "--tokens", "5000", "--pages", "2", "--json"]
+    data = json.loads(run_cli(args, cli_env(tiny_model_dir, tmp_path / "data"), tmp_path).stdout)
+    assert data["rows"]["tokens"] == 4095 and data["rows"]["tokens_2"] == 5000 - 4095
+    assert data["rest"]["requests_per_page"] == 2 and data["grpc"]["requests_per_page"] == 1
+    assert data["rest"]["over_limits"] == data["grpc"]["over_limits"] == 0
+    assert data["rest"]["largest_request_bytes"] < data["rest"]["bytes_per_page"]  # the page took two requests
+    assert data["exact"] and 1.0 <= data["disk_ratio"] < 1.5

@@ -23,7 +23,7 @@ from core.pooling import maxsim
 from core.store import PagePoint, SearchLayout, open_store
 from core.store.record import META_ID, SCHEMA_VERSION
 from core.store.schema import INDEXED_FIELDS
-from core.store.storage import PATCH_FIELD, to_storage
+from core.store.storage import ROWS_FIELD, to_storage
 from core.tensors import unit_length
 from search.plan import search
 from tests.helpers import bfloat16_tokens
@@ -144,7 +144,7 @@ def test_pages_come_back_with_their_exact_tokens_and_payload(filled):
     for page in PAGES:
         back = filled.get(page.point_id)
         assert np.array_equal(back.tokens, page.tokens) and back.tokens.dtype == np.float32
-        assert back.payload == page.payload  # PATCH_FIELD is the store's own, never shown
+        assert back.payload == page.payload  # ROWS_FIELD is the store's own, never shown
         assert filled.get(page.point_id, with_tokens=False).tokens is None
     for not_a_page in (str(uuid.uuid4()), "not-a-uuid", META_ID):
         assert filled.get(not_a_page) is None
@@ -168,7 +168,7 @@ def test_search_ranks_a_page_first_by_its_own_tokens(filled):
         # MaxSim over unit-length tokens: each of the page's own tokens scores 1 against itself
         assert hits[0].score == pytest.approx(page.tokens.shape[0], rel=1e-2)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-        assert all(PATCH_FIELD not in h.payload and h.tokens is None for h in hits)
+        assert all(ROWS_FIELD not in h.payload and h.tokens is None for h in hits)
     only_b = search(filled, PAGES[0].tokens, limit=10, doc_id="doc-b")
     assert sorted(h.payload["page"] for h in only_b) == [1, 2] and {h.payload["doc_id"] for h in only_b} == {"doc-b"}
     assert search(filled, PAGES[0].tokens, limit=10, doc_id="no-such-doc") == []
@@ -210,7 +210,7 @@ def test_set_payload_adds_fields_and_keeps_the_rest(filled):
         with pytest.raises(StoreError, match="no page with point id"):
             filled.set_payload(missing, {"text_preview": "x"})
     with pytest.raises(ValueError):
-        filled.set_payload(page.point_id, {PATCH_FIELD: {}})
+        filled.set_payload(page.point_id, {ROWS_FIELD: {}})
     assert filled.record()["kind"] == "collection"
 
 

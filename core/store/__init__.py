@@ -28,7 +28,13 @@ def open_store(settings: Settings | None = None) -> PageStore:
     layout = SearchLayout.from_settings(s)
     if s.qdrant_url:
         return ClientStore.connect(
-            s.qdrant_url, s.qdrant_api_key or None, s.collection, s.qdrant_timeout, s.qdrant_grpc_port, layout
+            s.qdrant_url,
+            s.qdrant_api_key or None,
+            s.collection,
+            s.qdrant_timeout,
+            s.qdrant_grpc_port,
+            layout,
+            int(s.qdrant_max_request_mb * (1 << 20)),
         )
     return EdgeStore(s.shard_path(), s.collection, layout, s.store_wait)
 

@@ -20,12 +20,32 @@ from core.errors import StoreError, UsageError
 from core.model import ModelIdentity
 from core.store import record as records
 from core.store.layout import SearchLayout
-from core.store.schema import BM25, INDEXED_FIELDS, TOKENS, UNIT, Filter, Stage, VectorSpec, schema
-from core.store.storage import PATCH_FIELD, PagePoint, from_storage, to_storage
-from core.tensors import unit_length
+from core.store.schema import (
+    BM25,
+    INDEXED_FIELDS,
+    LEGACY_UNIT,
+    TOKENS,
+    Filter,
+    Stage,
+    VectorSpec,
+    chunks_for,
+    rows_per_vector,
+    schema,
+    token_chunks,
+)
+from core.store.storage import (
+    LEGACY_PATCH_FIELD,
+    ROWS_FIELD,
+    STORE_FIELDS,
+    PagePoint,
+    from_rows,
+    from_storage,
+    to_rows,
+    unit_rows,
+)
 from core.text import SparseVector, embed_document, text_fields
 
-NOT_IN_HITS = [PATCH_FIELD, "text"]  # payload search results leave out: the page text can be kilobytes
+NOT_IN_HITS = [*STORE_FIELDS, "text"]  # payload search results leave out: the page text can be kilobytes
 
 log = logging.getLogger("tokendirect.store")
 
@@ -38,7 +58,7 @@ class PageStore(ABC):
 
     collection: str
     layout: SearchLayout
-    _fast: bool | None = None  # whether the collection has the fast path's vectors; None: not read yet
+    _record: dict | None = None  # the collection record, once read (or written)
     _bm25_known: bool = False  # the collection has the `bm25` vector (only "yes" is kept: it never goes away)
 
     # -- collection record -----------------------------------------------------------------------------------
@@ -49,11 +69,13 @@ class PageStore(ABC):
         if record is None:
             if not create:
                 raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
-            self._create(schema(identity.dim, self.layout))
+            chunks = chunks_for(identity.dim, identity.max_tokens)
+            self._create(schema(identity.dim, self.layout, chunks))
             try:
                 self.ensure_indexes()
-                self._upsert([(records.META_ID, {}, records.new_record(identity, self.layout))])
-                self._fast = True
+                record = records.new_record(identity, self.layout, chunks)
+                self._upsert([(records.META_ID, {}, record)])
+                self._record = record
             except BaseException:
                 # A collection without its record would be refused forever ("not made by token-direct").
                 self.discard()
@@ -66,8 +88,8 @@ class PageStore(ABC):
 
     def _adopt(self, record: dict) -> None:
         """Take the derivation the collection was built with from its record."""
-        self._fast = records.has_fast_path(record)
-        if self._fast:
+        self._record = record
+        if records.has_fast_path(record):
             self.layout = self.layout.adopt(record["layout"])
         else:
             log.warning(
@@ -76,13 +98,39 @@ class PageStore(ABC):
                 self.collection,
             )
 
-    def has_fast_path(self) -> bool:
-        if self._fast is None:
+    def _built(self) -> dict | None:
+        """The collection record, read once."""
+        if self._record is None:
             record = self.record()
-            if record is None:
-                return False
-            self._adopt(record)
-        return bool(self._fast)
+            if record is not None:
+                self._adopt(record)
+        return self._record
+
+    def has_fast_path(self) -> bool:
+        record = self._built()
+        return record is not None and records.has_fast_path(record)
+
+    @property
+    def ranking_vector(self) -> str:
+        """The multivector exact MaxSim ranks by."""
+        record = self._built()
+        return TOKENS if record is None or records.schema_of(record) >= 3 else LEGACY_UNIT
+
+    @property
+    def row_limit(self) -> int:
+        """The most rows a multivector of this collection may hold (the query's included)."""
+        record = self._built()
+        return rows_per_vector(int(record["dim"])) if record else 0
+
+    @property
+    def max_query_rows(self) -> int:
+        """The most rows a query's multivector may have here."""
+        return self.row_limit
+
+    def _token_vectors(self) -> list[str]:
+        """The named vectors that hold a page's tokens."""
+        record = self._built()
+        return token_chunks(int(record.get("chunks", 1))) if record else [TOKENS]
 
     def ensure_indexes(self) -> None:
         """Create the payload indexes of INDEXED_FIELDS that the collection lacks."""
@@ -120,18 +168,32 @@ class PageStore(ABC):
 
     def upsert(self, points: list[PagePoint]) -> None:
         """Store pages from their exact tokens; every other vector of a page is derived here."""
-        rows = []
         # Writers bind first, which reads the record; a store never bound writes the current layout.
-        fast = self._fast is not False
+        record = self._record
+        if record is not None and records.schema_of(record) < records.SCHEMA_VERSION:
+            raise StoreError(
+                f"collection {self.collection!r} was made with an older storage layout (schema "
+                f"{records.schema_of(record)}); it can be searched, decoded and exported, but not added to: export "
+                "it and import it into a new TOKENDIRECT_COLLECTION"
+            )
         indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
+        rows = []
         for p in points:
-            form = to_storage(p.tokens)
-            payload = dict(p.payload)
-            if form.patch:
-                payload[PATCH_FIELD] = form.patch
-            vectors: dict[str, Any] = {TOKENS: form.vectors, UNIT: unit_length(p.tokens).astype(np.float16)}
-            if fast:
-                vectors.update(self.layout.derive(p.tokens))
+            n, dim = p.tokens.shape
+            limit = rows_per_vector(dim)
+            names = token_chunks(int(record["chunks"]) if record else chunks_for(dim, n))
+            if n > limit * len(names):
+                raise StoreError(
+                    f"a page of {n} tokens does not fit collection {self.collection!r}, made for at most "
+                    f"{limit * len(names)} a page"
+                )
+            norms, unit = unit_rows(p.tokens)
+            order, derived = self.layout.derive(unit, limit)
+            stored, form = to_rows(p.tokens, norms, unit, order)
+            vectors: dict[str, Any] = {name: stored[k * limit : (k + 1) * limit] for k, name in enumerate(names)}
+            vectors = {name: chunk for name, chunk in vectors.items() if len(chunk)}
+            vectors.update(derived)
+            payload = {**p.payload, ROWS_FIELD: form}
             sparse = embed_document(payload.get("text")) if indexed else None
             if sparse is not None:
                 vectors[BM25] = sparse
@@ -147,7 +209,7 @@ class PageStore(ABC):
         ids = list(point_ids)
         if not ids or not self._exists():
             return []
-        raws = self._retrieve(ids, [TOKENS] if with_tokens else None)
+        raws = self._retrieve(ids, self._token_vectors() if with_tokens else None)
         return [_point(raw) for raw in raws if str(raw[0]) != records.META_ID]
 
     def get(self, point_id: str, with_tokens: bool = True) -> PagePoint | None:
@@ -164,7 +226,7 @@ class PageStore(ABC):
             return
         offset = None
         while True:
-            raws, offset = self._scroll(Filter(), offset, batch_size, [TOKENS] if with_tokens else None)
+            raws, offset = self._scroll(Filter(), offset, batch_size, self._token_vectors() if with_tokens else None)
             if raws:
                 yield [_point(raw) for raw in raws]
             if offset is None:
@@ -172,8 +234,8 @@ class PageStore(ABC):
 
     def set_payload(self, point_id: str, payload: dict) -> None:
         """Add or replace payload fields of a stored page; the tokens and other fields stay as they are."""
-        if PATCH_FIELD in payload or payload.get("kind") == "collection":
-            raise UsageError(f"payload field {PATCH_FIELD!r} and kind 'collection' are the store's own")
+        if any(name in payload for name in STORE_FIELDS) or payload.get("kind") == "collection":
+            raise UsageError(f"payload fields {', '.join(STORE_FIELDS)} and kind 'collection' are the store's own")
         if point_id == records.META_ID or not self.existing([point_id]):
             raise StoreError(f"no page with point id {point_id!r} in collection {self.collection!r}")
         self._set_payload(point_id, payload)
@@ -311,10 +373,15 @@ class PageStore(ABC):
 def _point(raw: Raw) -> PagePoint:
     pid, payload, vectors, score = raw
     payload = dict(payload or {})
-    patch = payload.pop(PATCH_FIELD, None)
+    form = payload.pop(ROWS_FIELD, None)
+    patch = payload.pop(LEGACY_PATCH_FIELD, None)
     tokens = None
     if isinstance(vectors, dict) and vectors.get(TOKENS) is not None:
-        tokens = from_storage(vectors[TOKENS], patch)
+        if form is None:  # schema 2: the raw tokens in float16
+            tokens = from_storage(vectors[TOKENS], patch)
+        else:
+            chunks = [vectors[name] for name in token_chunks(len(vectors)) if vectors.get(name) is not None]
+            tokens = from_rows(np.concatenate([np.asarray(c, dtype=np.float32) for c in chunks]), form)
     return PagePoint(point_id=str(pid), payload=payload, tokens=tokens, score=score)
 
 

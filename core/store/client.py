@@ -1,8 +1,12 @@
 """A collection on a Qdrant server through qdrant-client (`:memory:` runs the same API in-process), translated from
 the schema and query language.
 
-Page tokens travel over gRPC when the server's gRPC port is known: as REST JSON one full-size page (1121 tokens x
-1280 x 2 vectors) is about 47 MB, more than a server's default 32 MB request limit, and about 11.5 MB as protobuf.
+No request is larger than the server accepts (TOKENDIRECT_QDRANT_MAX_REQUEST_MB, Qdrant's default 32 MiB): a page
+whose vectors do not fit in one is written in several, its `tokens` chunk last, so a page cut off half way is never
+found (pages are the points that have `tokens`) and the next write of it replaces it whole. Sizes are bounded from
+above per value: 4 bytes in gRPC's packed floats, 24 in REST's JSON (the longest text of a float16 value, 23
+characters, and its comma). Page writes go over gRPC when the server's gRPC port is known (a full-size page is about
+6 MB there and about 35 MB as JSON); the in-process mode is held to the REST bound, the stricter one.
 Known failures of the server or the connection become one-line StoreErrors; writes are retried with exponential
 backoff on transient ones (connection lost, timeouts, HTTP 5xx / 429); every write is an idempotent upsert or delete.
 """
@@ -19,13 +23,43 @@ import numpy as np
 from core.errors import StoreError, first_line
 from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
-from core.store.schema import Filter, Fusion, Stage, VectorSpec
+from core.store.schema import TOKENS, Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES
 from core.text import SparseVector
 
 log = logging.getLogger("tokendirect.store")
 
 MEMORY = ":memory:"
+GRPC_VALUE_BYTES = 4  # a float in a packed protobuf field
+REST_VALUE_BYTES = 24  # the longest JSON text of a float16 value (23 characters), and its comma
+ENVELOPE_BYTES = 64 << 10  # a request's own fields: ids, names, brackets, options
+
+
+def request_groups(vectors: dict[str, Any], payload: dict, max_bytes: int, value_bytes: int) -> list[list[str]]:
+    """The page's named vectors in groups, one request each, none over `max_bytes`: the payload travels with the
+    first group, and `tokens` in the last, so a page is complete (found) only once everything is written."""
+
+    def size(v) -> int:
+        if isinstance(v, SparseVector):
+            return len(v.indices) * (value_bytes + 12)
+        return np.size(v) * value_bytes + 4 * np.shape(v)[0]
+
+    budget = max_bytes - ENVELOPE_BYTES
+    groups: list[list[str]] = [[]]
+    used = len(json.dumps(payload, ensure_ascii=False).encode())
+    for name in sorted(vectors, key=lambda k: k == TOKENS):
+        need = size(vectors[name])
+        if need > budget:
+            raise StoreError(
+                f"the vector {name!r} of a page takes up to {need / (1 << 20):.1f} MiB in a request, more than the "
+                f"server accepts ({max_bytes / (1 << 20):g} MiB, TOKENDIRECT_QDRANT_MAX_REQUEST_MB)"
+            )
+        if used + need > budget and groups[-1]:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += need
+    return groups
 
 
 class ClientStore(PageStore):
@@ -40,6 +74,7 @@ class ClientStore(PageStore):
         timeout: float | None = None,
         grpc_port: int = 0,
         layout: SearchLayout | None = None,
+        max_request_bytes: int = 32 << 20,
     ):
         self.client = client
         self.collection = collection
@@ -47,6 +82,7 @@ class ClientStore(PageStore):
         self.where = where
         self.timeout = timeout
         self.grpc_port = grpc_port
+        self.max_request_bytes = max_request_bytes
 
     @classmethod
     def connect(
@@ -57,6 +93,7 @@ class ClientStore(PageStore):
         timeout: int = 30,
         grpc_port: int = 6334,
         layout: SearchLayout | None = None,
+        max_request_bytes: int = 32 << 20,
     ) -> "ClientStore":
         from qdrant_client import QdrantClient
 
@@ -71,7 +108,7 @@ class ClientStore(PageStore):
                 grpc_port=grpc_port or 6334,
                 check_compatibility=False,  # its warning would precede our own, clearer, error
             )
-        store = cls(client, collection, url, timeout, grpc_port, layout)
+        store = cls(client, collection, url, timeout, grpc_port, layout, max_request_bytes)
         try:
             store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
         except StoreError:
@@ -82,6 +119,17 @@ class ClientStore(PageStore):
     @property
     def in_process(self) -> bool:
         return self.where == MEMORY
+
+    @property
+    def value_bytes(self) -> int:
+        """The most bytes one vector value takes in a request over this store's transport."""
+        return GRPC_VALUE_BYTES if self.grpc_port > 0 and not self.in_process else REST_VALUE_BYTES
+
+    @property
+    def max_query_rows(self) -> int:
+        # a visual query carries its rows twice (the pooled and the exact stage) and must fit one request
+        fits = (self.max_request_bytes - ENVELOPE_BYTES) // (2 * self.value_bytes * int(self._built()["dim"]))
+        return max(1, min(self.row_limit, fits))
 
     def close(self) -> None:
         if self.client is None:
@@ -190,10 +238,13 @@ class ClientStore(PageStore):
     def _upsert(self, rows) -> None:
         from qdrant_client import models as m
 
-        # One page per request: a page is megabytes, so batching saves nothing and could pass a size limit.
+        # One page per request at most: a page is megabytes, so batching saves nothing and could pass the limit.
         for pid, vectors, payload in rows:
-            point = m.PointStruct(id=pid, vector={k: _vector(v) for k, v in vectors.items()}, payload=payload)
+            first, *rest = request_groups(vectors, payload, self.max_request_bytes, self.value_bytes)
+            point = m.PointStruct(id=pid, vector={k: _vector(vectors[k]) for k in first}, payload=payload)
             self._write(self.client.upsert, [point], wait=True)
+            for names in rest:
+                self._update_vectors(pid, {k: vectors[k] for k in names})
 
     def _retrieve(self, ids, vectors) -> list[Raw]:
         recs = self._call(self.client.retrieve, self.collection, ids, with_payload=True, with_vectors=vectors or False)

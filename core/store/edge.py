@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.errors import StoreError
 from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
@@ -130,7 +132,7 @@ class EdgeStore(PageStore):
 
     def _upsert(self, rows) -> None:
         q = _edge()
-        # numpy arrays go in as they are: a page as Python float lists would be ~90 MB of objects
+        # A point copies its vectors into the engine when made, so only one page's lists live at a time.
         points = [q.Point(pid, {k: _vector(v) for k, v in vecs.items()}, payload) for pid, vecs, payload in rows]
         self._write(q.UpdateOperation.upsert_points(points))
         self._unindexed += len(rows)
@@ -227,7 +229,10 @@ def _vector_params(v: VectorSpec):
 
 
 def _vector(v: Any):
-    return _edge().SparseVector(v.indices, v.values) if isinstance(v, SparseVector) else v
+    if isinstance(v, SparseVector):
+        return _edge().SparseVector(v.indices, v.values)
+    # The engine reads Python lists several times faster than numpy arrays (which it walks value by value).
+    return v.tolist() if isinstance(v, np.ndarray) else v
 
 
 def _filter(f: Filter):

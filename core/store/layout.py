@@ -11,7 +11,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from config import Settings, defaults
-from core.pooling import dense_vector, muvera_fde, muvera_size, pool_tokens
+from core.pooling import (
+    dense_vector,
+    muvera_fde,
+    muvera_size,
+    pool_tokens,
+    pooled_count,
+    sketch,
+    spread_order,
+    spread_seeds,
+)
 
 POOLED = "pooled"  # a few pooled unit vectors per page: the middle stage, quantized, in RAM
 DENSE = "dense"  # one vector per page, HNSW-indexed: the first stage
@@ -59,9 +68,14 @@ class SearchLayout:
         pooled = max(limit, self.prefetch_pooled)
         return max(pooled, self.prefetch_dense), pooled
 
-    def derive(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
-        """The fast path's vectors of one page, from its exact tokens."""
-        return {
-            POOLED: pool_tokens(tokens, self.pool_size, self.pooling).astype(np.float16),
-            DENSE: (muvera_fde(tokens, query=False) if self.muvera else dense_vector(tokens)).astype(np.float16),
-        }
+    def derive(self, unit: np.ndarray, keep: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """The fast path's vectors of one page, from its unit-length tokens, and - when it has more than `keep`
+        rows - the order of its rows that puts the `keep` covering it best first (core/pooling.py). Both use one
+        farthest-point order on the page's sketch."""
+        n = len(unit)
+        sketched = sketch(unit)
+        seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), keep if n > keep else 0))
+        order = spread_order(unit, keep, seeds) if n > keep else None
+        pooled = pool_tokens(unit, self.pool_size, self.pooling, sketched=sketched, seeds=seeds)
+        dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
+        return order, {POOLED: pooled.astype(np.float16), DENSE: dense.astype(np.float16)}

@@ -11,30 +11,38 @@ from core.model import ModelIdentity
 from core.store.layout import SearchLayout
 
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
-# 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly; re-import to upgrade)
-SCHEMA_VERSION = 2
+# 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly).
+# 3: the tokens are kept once, as unit rows in chunks that a Qdrant server accepts (schema.py); a collection of an
+#    older schema is read and searched, and takes new pages once exported and imported into a new collection.
+SCHEMA_VERSION = 3
 FAST_SCHEMA = 2
 FUSION = "fusion"  # hybrid search's weights, once calibrated for the collection (search/fusion.py)
 
 
-def new_record(identity: ModelIdentity, layout: SearchLayout) -> dict:
+def new_record(identity: ModelIdentity, layout: SearchLayout, chunks: int) -> dict:
     return {
         "kind": "collection",
         "schema": SCHEMA_VERSION,
         "model": identity.model,
         "revision": identity.revision,
         "dim": identity.dim,
+        "max_tokens": identity.max_tokens,
+        "chunks": chunks,
         "layout": layout.built(),
         "created_at": utc_now(),
     }
 
 
 def built_with(record: dict) -> ModelIdentity:
-    return ModelIdentity(record["model"], record["revision"], int(record["dim"]))
+    return ModelIdentity(record["model"], record["revision"], int(record["dim"]), int(record.get("max_tokens", 0)))
+
+
+def schema_of(record: dict) -> int:
+    return int(record.get("schema", 1))
 
 
 def has_fast_path(record: dict) -> bool:
-    return int(record.get("schema", 1)) >= FAST_SCHEMA and "layout" in record
+    return schema_of(record) >= FAST_SCHEMA and "layout" in record
 
 
 def check_model(record: dict, identity: ModelIdentity, collection: str) -> None:

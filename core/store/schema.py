@@ -2,12 +2,15 @@
 client.py), so a named vector or a query stage is added here once, not once per engine.
 
 Named vectors of a page point:
-- `tokens`: the exact token set, as the decoder consumes it (Dot, never normalized: Qdrant rescales Cosine vectors
-  on write, and the decoder needs them raw);
-- `unit`: the same tokens at unit length, what exact MaxSim ranks by (raw dot products let a few long tokens win
-  every comparison);
+- `tokens`, `tokens_2`, ...: the page's token rows at unit length, float16, split so that no multivector holds
+  1,048,576 values or more (a Qdrant server refuses those: at 1280 dimensions, 819 rows). `tokens` is what exact
+  MaxSim ranks by: all of a page's rows when they fit, else the rows that cover its directions best; the other
+  chunks hold the rest. With the lengths the payload keeps, the chunks give the encoder's tokens back exactly
+  (storage.py). Dot on unit rows is cosine per token: raw dot products would let a few long tokens win every
+  comparison, and Qdrant's Cosine would rescale what is written.
 - `pooled` and `dense`: the fast path's small vectors, derived from the tokens (layout.py);
 - `bm25`: the page text's BM25 sparse vector (IDF modifier: Qdrant supplies the corpus statistics).
+Collections of schema 2 had `tokens` (raw float16) and `unit` instead; they are still read and searched.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 from core.store.layout import DENSE, POOLED, SearchLayout
 
 TOKENS = "tokens"
-UNIT = "unit"
+LEGACY_UNIT = "unit"  # schema 2: the unit-length copy exact MaxSim ranked by
 BM25 = "bm25"
+# A Qdrant server refuses a multivector of this many values (rows x dimension) or more, on REST and gRPC alike.
+MULTIVECTOR_VALUES = 1 << 20
 RRF_K = 60  # the usual reciprocal rank fusion constant: score = sum of 1 / (RRF_K + rank), rank from 0
 # Payload fields people filter on (in the dashboard, or with --doc), indexed on every engine that has indexes.
 INDEXED_FIELDS = {
@@ -48,12 +53,26 @@ class VectorSpec:
     idf: bool = False  # sparse: the IDF modifier
 
 
-def schema(dim: int, layout: SearchLayout) -> list[VectorSpec]:
-    """Every named vector of a collection of `dim`-dimension tokens built with `layout`."""
+def rows_per_vector(dim: int) -> int:
+    """The most rows one multivector of `dim` dimensions may hold on a Qdrant server."""
+    return (MULTIVECTOR_VALUES - 1) // dim
+
+
+def token_chunks(count: int) -> list[str]:
+    """The names of a collection's `count` token chunks, in row order: `tokens`, `tokens_2`, ..."""
+    return [TOKENS] + [f"{TOKENS}_{k}" for k in range(2, count + 1)]
+
+
+def chunks_for(dim: int, max_rows: int) -> int:
+    """How many token chunks a page of up to `max_rows` rows needs."""
+    return max(1, -(-max_rows // rows_per_vector(dim)))
+
+
+def schema(dim: int, layout: SearchLayout, chunks: int) -> list[VectorSpec]:
+    """Every named vector of a collection of `dim`-dimension tokens in `chunks` chunks, built with `layout`."""
     quantized = layout.pooled_quantization
     return [
-        VectorSpec(TOKENS, dim, multi=True),
-        VectorSpec(UNIT, dim, multi=True),
+        *(VectorSpec(name, dim, multi=True) for name in token_chunks(chunks)),
         VectorSpec(POOLED, dim, multi=True, int8=quantized, in_ram=not quantized),
         VectorSpec(DENSE, layout.dense_size(dim), cosine=not layout.muvera, in_ram=True, hnsw_m=layout.hnsw_m),
         VectorSpec(BM25, None, idf=True),

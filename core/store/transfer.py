@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -220,7 +220,10 @@ def import_collection(store: PageStore, path: str | Path) -> ImportReport:
     the whole pages written so far, and running the same import again completes it.
     """
     with ExportFile(path) as export:
-        checked = sum(len(batch) for batch in export.pages())  # every digest, before the target is touched
+        checked = rows = 0
+        for batch in export.pages():  # every digest, before the target is touched
+            checked += len(batch)
+            rows = max([rows, *(len(p.tokens) for p in batch)])
         if checked != export.points:
             raise TransferError(f"{export.path} holds {checked} pages, its manifest says {export.points}")
         report = ImportReport(
@@ -231,7 +234,9 @@ def import_collection(store: PageStore, path: str | Path) -> ImportReport:
             digest=export.digest,
         )
         created = store.record() is None
-        store.bind(export.identity, create=True)  # refuses a collection built with another model
+        # refuses a collection built with another model; a new one holds the longest page (files of older versions
+        # do not record the most tokens a page may have)
+        store.bind(replace(export.identity, max_tokens=max(export.identity.max_tokens, rows)), create=True)
         try:
             if created and FUSION in export.record:  # weights calibrated for hybrid search travel with the pages
                 store.save_fusion(export.record[FUSION])

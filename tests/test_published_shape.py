@@ -1,0 +1,182 @@
+"""The published model's page shape, end to end: 1280-dimension tokens and 1121-token pages (six tiles).
+
+A Qdrant server refuses a multivector of 1,048,576 values or more and, by default, a request over 32 MiB; neither
+engine that runs here checks either, so every request the store hands qdrant-client is recorded (tests/helpers.py)
+and held to them. The pipeline runs with a test model of the published token dimension on both engines.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from cli.sample import write_text_pdf
+from core.model import ModelIdentity, OcrModel
+from core.pages import point_id
+from core.store import ClientStore, PagePoint, SearchLayout, open_store
+from core.store.costs import RecordingClient
+from core.store.schema import MULTIVECTOR_VALUES, TOKENS, rows_per_vector, token_chunks
+from core.store.transfer import export_collection, import_collection
+from core.testmodel import make_test_model
+from decode import Decoder
+from ingest import Ingestor
+from search import Searcher
+from search.plan import SEARCH_MODES, search
+from tests.helpers import bfloat16_tokens, page_image
+
+PUBLISHED_DIM = 1280
+PUBLISHED_TOKENS = 1121  # 256 (global view) + 6 x 144 (tiles) + 1 (separator)
+
+
+def recording_store(transport: str, dim: int, client: RecordingClient | None = None) -> ClientStore:
+    """A store on a real in-process client that records what it is handed. "rest" is the in-process mode (held to
+    the JSON bound); "grpc" is what a server with a gRPC port gets."""
+    where, port = (":memory:", 0) if transport == "rest" else ("http://recorded:6333", 6334)
+    store = ClientStore(
+        client or RecordingClient(), f"shape-{uuid.uuid4().hex[:8]}", where, 30, port, SearchLayout.from_settings()
+    )
+    store.bind(ModelIdentity("test/shape", "rev", dim, max_tokens=PUBLISHED_TOKENS))
+    return store
+
+
+def synthetic_pages(dim: int, rows=(PUBLISHED_TOKENS, 257)) -> list[PagePoint]:
+    rng = np.random.default_rng(dim)
+    return [
+        PagePoint(
+            point_id("shape", k), {"doc_id": "shape", "source": "/shape.pdf", "page": k}, bfloat16_tokens(rng, n, dim)
+        )
+        for k, n in enumerate(rows, 1)
+    ]
+
+
+# -- the server's limits, whatever the dimension ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+@pytest.mark.parametrize("dim", [PUBLISHED_DIM, 4096])
+def test_no_write_or_query_breaks_a_servers_limits(dim, transport):
+    store = recording_store(transport, dim)
+    pages = synthetic_pages(dim)
+    store.upsert(pages)
+    back = {p.point_id: p.tokens for p in store.retrieve([p.point_id for p in pages])}
+    for page in pages:  # split across as many multivectors as it takes, and put together bit for bit
+        assert np.array_equal(back[page.point_id].view(np.uint32), page.tokens.view(np.uint32))
+    query = pages[0].tokens[:700]  # more rows than a 4096-dimension multivector may hold
+    assert search(store, query, 2)[0].point_id == pages[0].point_id
+    search(store, query, 2, exact=True)
+
+    client = store.client
+    assert not client.over_limits(transport), [vars(r) for r in client.over_limits(transport)]
+    rows = [rows for r in client.requests for _, rows, _ in r.multivectors]
+    assert max(rows) <= rows_per_vector(dim) == (MULTIVECTOR_VALUES - 1) // dim  # 819 at 1280, 255 at 4096
+    writes = [r for r in client.requests if r.call != "query"]
+    assert len(writes) > len(pages)  # the records written once, then each page in more than one request
+
+
+def test_the_recorder_catches_a_multivector_a_server_refuses():
+    """Negative control: the same page as one multivector, handed straight to the client, is flagged."""
+    from qdrant_client import models as m
+
+    client = RecordingClient()
+    client.create_collection(
+        "raw",
+        vectors_config={
+            "t": m.VectorParams(
+                size=PUBLISHED_DIM,
+                distance=m.Distance.DOT,
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+            )
+        },
+    )
+    tokens = synthetic_pages(PUBLISHED_DIM, rows=(PUBLISHED_TOKENS,))[0].tokens
+    client.upsert("raw", [m.PointStruct(id=1, vector={"t": tokens.tolist()})])
+    assert client.over_limits("grpc") == client.requests and client.requests[0].largest() == 1121 * 1280
+
+
+# -- the pipeline at the published shape, on both engines ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory):
+    return make_test_model(tmp_path_factory.mktemp("wide-model"), hidden_size=PUBLISHED_DIM)
+
+
+@pytest.fixture(scope="module")
+def wide_docs(tmp_path_factory):
+    """A born-digital two-page PDF (a text layer) and a scanned page; PDF pages are rasterized to 1024 px and cut
+    into six tiles, and the 1200 x 1600 scan too."""
+    folder = tmp_path_factory.mktemp("wide-docs")
+    write_text_pdf(
+        folder / "manual.pdf",
+        [["Pump manual", "Bleed the valve before service."], ["Warranty", "Two years from the date of purchase."]],
+    )
+    page_image(["Delivery note", "Pallet scanner, 2 units"], size=(1200, 1600)).save(folder / "note.png")
+    return folder
+
+
+@pytest.fixture(scope="module", params=["edge", "memory"])
+def wide(request, wide_model_dir, wide_docs, tmp_path_factory):
+    """The documents ingested once per engine; the tests only read."""
+    from config import Settings
+
+    s = Settings(
+        model=str(wide_model_dir),
+        data_dir=tmp_path_factory.mktemp("wide-data"),
+        device="cpu",
+        batch_size=2,
+        max_new_tokens=12,
+        qdrant_url=None if request.param == "edge" else ":memory:",
+        qdrant_api_key=None,
+    )
+    model = OcrModel.from_settings(s)
+    with open_store(s) as store:
+        report = Ingestor(model, store, s).ingest([wide_docs])
+        yield model, store, s, report
+
+
+def test_tiled_pages_are_stored_whole_in_chunks_the_server_accepts(wide):
+    model, store, _, report = wide
+    assert model.dim == PUBLISHED_DIM and model.max_tokens == PUBLISHED_TOKENS
+    assert report.ok and report.pages_added == 3
+    pages = [p for batch in store.scroll(with_tokens=True) for p in batch]
+    assert {p.payload["n_tokens"] for p in pages} == {PUBLISHED_TOKENS}
+    assert all(p.tokens.shape == (PUBLISHED_TOKENS, PUBLISHED_DIM) for p in pages)
+    raw = store._retrieve([pages[0].point_id], token_chunks(2))[0][2]
+    assert [len(raw[name]) for name in token_chunks(2)] == [819, PUBLISHED_TOKENS - 819]
+
+
+@pytest.mark.parametrize("mode", SEARCH_MODES)
+def test_every_search_mode_runs(wide, mode):
+    model, store, s, _ = wide
+    hits = Searcher(model, store, s).search("Warranty two years", top_k=3, mode=mode)
+    assert hits and all(h.page >= 1 for h in hits)
+    if mode == "text":
+        assert (hits[0].source.endswith("manual.pdf"), hits[0].page) == (True, 2)
+
+
+def test_decoding_from_stored_tokens_is_decoding_the_pixels(wide, wide_docs):
+    import torch
+
+    model, store, s, _ = wide
+    image = page_image(["Delivery note", "Pallet scanner, 2 units"], size=(1200, 1600))
+    encoded = model.encode_pages([image])[0]
+    (hit,) = Searcher(model, store, s).search_image(image, top_k=1)
+    decoder = Decoder(model, store, s)
+    assert torch.equal(decoder.tokens(hit.point_id), encoded)  # bit for bit, across the chunks
+    assert decoder.decode(hit.point_id) == decoder.decode_image(image)
+
+
+def test_export_from_the_embedded_engine_imports_into_a_server_within_its_limits(wide, tmp_path):
+    _, store, s, _ = wide
+    if s.qdrant_url:
+        pytest.skip("export runs from the embedded engine here")
+    file = tmp_path / "pages.zip"
+    export_collection(store, file)
+    client = RecordingClient()
+    target = ClientStore(client, "imported", ":memory:", 30, 0, SearchLayout.from_settings(s))
+    report = import_collection(target, file)
+    assert report.ok and report.verified == report.points == 3
+    assert not client.over_limits("rest")
+    assert TOKENS in {name for r in client.requests for name, _, _ in r.multivectors}
