@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from core.cli import EXIT_OK, EXIT_PARTIAL, clean_errors, emit, settings
+from core.cli import EXIT_OK, EXIT_PARTIAL, clean_errors, emit, fail, settings
 from core.errors import printable
 from core.testmodel import TEST_HIDDEN_SIZE
 from decode.cli import decode
@@ -141,19 +141,33 @@ def import_(
 def eval_(
     directory: Path = typer.Argument(..., help="A labelled set: corpus/, queries.jsonl, qrels.jsonl (see README)."),
     build_sample: bool = typer.Option(False, "--build-sample", help="Write the project's sample set to DIRECTORY."),
+    sample: str = typer.Option(
+        "basic",
+        "--sample",
+        help="Which sample set --build-sample writes: basic (16 queries), manuals (30), manuals-images (the same, "
+        "each query with an image of its page: a strong visual signal) or debian-manuals (28 queries over two real "
+        "PDFs that Debian ships; needs the packages libtasn1-doc and shared-mime-info).",
+    ),
     collection: Optional[str] = typer.Option(None, "--collection", help="Collection for the set (default eval-NAME)."),
     ocr_text: bool = typer.Option(False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text."),
+    save_weights: bool = typer.Option(
+        False, "--save-weights", help="Keep the fusion weights calibrated on the set in the collection, for hybrid."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
-    """Ingest a labelled set and report nDCG@5, recall@1/5/10, MRR and latency for every search mode."""
+    """Ingest a labelled set and report hit@5, nDCG@5, recall@1/5/10, MRR and latency for every search mode, and
+    hybrid with fusion weights calibrated on the set."""
     from cli.evaluation import evaluate, format_report
-    from cli.sample import build_sample as write_sample
+    from cli.sample import SAMPLES
 
     if build_sample:
-        typer.echo(f"wrote the sample set to {write_sample(directory)}; evaluate it with: tokendirect eval {directory}")
+        if sample not in SAMPLES:
+            fail(f"unknown sample set {sample!r}; choose one of: {', '.join(SAMPLES)}")
+        written = SAMPLES[sample](directory)
+        typer.echo(f"wrote the {sample} sample set to {written}; evaluate it with: tokendirect eval {directory}")
         return
     s = settings().model_copy(update={"ocr_text": True} if ocr_text else {})
-    report = evaluate(directory, s, collection)
+    report = evaluate(directory, s, collection, save_weights=save_weights)
     emit(as_json, report.to_dict(), format_report(report))
     raise typer.Exit(EXIT_OK if not report.failures else EXIT_PARTIAL)
 

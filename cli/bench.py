@@ -208,3 +208,26 @@ def _counts(values: list[str], option: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise UsageError(f"{option} takes whole numbers of at least 1: got {values}")
     return counts
+
+
+@bench_app.command("query")
+@clean_errors
+def query_bench(
+    corpus: Optional[Path] = typer.Option(
+        None, "--corpus", help="Documents to search (default: the sample set's), ingested into a temporary store."
+    ),
+    query: list[str] = typer.Option([], "--query", help="A query to time (repeatable; default: the sample set's)."),
+    runs: int = typer.Option(3, "--runs", min=1, help="Fresh command-line processes per blank-canvas cache state."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Passes over the queries in one process."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Query latency end to end: a command line's start-up, model load, render, encode and search, and each mode's
+    p50 with the model loaded once."""
+    from search.query_bench import bench_query, describe
+
+    if corpus is not None and not corpus.exists():
+        raise UsageError(f"--corpus {corpus} does not exist")
+    result = bench_query(
+        settings(), corpus, list(query) or None, runs, repeat, progress=lambda m: typer.echo(m, err=True)
+    )
+    emit(as_json, result, describe(result))

@@ -110,6 +110,17 @@ class Settings(BaseSettings):
         description="Query tokens at least this alike (cosine) to a blank canvas's tokens are dropped; 1 keeps all.",
     )
 
+    # Hybrid search: weighted reciprocal rank fusion of the visual and the text ranking, scored by Qdrant as
+    # 1 / ((position + 1) / weight + k - 1) per ranking (search/fusion.py; measured defaults: README, "Fusing the
+    # signals"). Setting any of the three overrides the weights calibrated for a collection (`eval --save-weights`).
+    hybrid_rrf_k: int = Field(2, ge=1, description="k of hybrid search's reciprocal rank fusion.")
+    hybrid_visual_weight: float = Field(
+        0.3, gt=0, description="Weight of the visual ranking in hybrid search (positions are divided by it)."
+    )
+    hybrid_text_weight: float = Field(
+        1.0, gt=0, description="Weight of the text (BM25) ranking in hybrid search (positions are divided by it)."
+    )
+
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, name: str) -> str:

@@ -177,6 +177,12 @@ class PageStore(ABC):
             time.sleep(0.2)
         return None
 
+    def save_fusion(self, fields: dict) -> None:
+        """Keep hybrid search's calibrated weights in the collection record (record.FUSION), for every later search."""
+        if self.record() is None:
+            raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
+        self._set_payload(records.META_ID, {records.FUSION: fields})
+
     # -- pages -----------------------------------------------------------------------------------------------
 
     def upsert(self, points: list[PagePoint]) -> None:

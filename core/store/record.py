@@ -16,6 +16,7 @@ META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
 #    older schema is read and searched, and takes new pages once exported and imported into a new collection.
 SCHEMA_VERSION = 3
 FAST_SCHEMA = 2
+FUSION = "fusion"  # hybrid search's weights, once calibrated for the collection (search/fusion.py)
 
 
 def new_record(identity: ModelIdentity, layout: SearchLayout, chunks: int) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.errors import StoreError, TransferError
 from core.store.base import PageStore
-from core.store.record import built_with
+from core.store.record import FUSION, built_with
 from core.store.storage import PagePoint, from_storage, to_storage
 
 FORMAT = "token-direct-export"
@@ -244,6 +244,8 @@ def import_collection(store: PageStore, path: str | Path) -> ImportReport:
         # do not record the most tokens a page may have)
         store.bind(replace(export.identity, max_tokens=max(export.identity.max_tokens, rows)), create=True)
         try:
+            if created and FUSION in export.record:  # weights calibrated for hybrid search travel with the pages
+                store.save_fusion(export.record[FUSION])
             for batch in export.pages():
                 present = store.existing(p.point_id for p in batch)
                 store.upsert(batch)
