@@ -1,4 +1,6 @@
-# token-direct command-line image: `docker run --rm IMAGE info`, or the `ingest` job in docker-compose.yml.
+# token-direct command-line image, CPU build of torch: `docker run --rm IMAGE info`, or the ingest job of
+# docker-compose.yml and docker-compose.cluster.yml. The GPU image (a CUDA build of torch) is Dockerfile.gpu.
+#   docker build -t token-direct .
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -12,19 +14,19 @@ RUN apt-get update \
        libfribidi0 \
     && rm -rf /var/lib/apt/lists/*
 
-# CPU build of torch. For a GPU image, start from a CUDA base image and install a CUDA build instead,
-# e.g. --index-url https://download.pytorch.org/whl/<cuda tag> (see pytorch.org for the tag that fits your driver).
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# torch first, pinned to its CPU build (on Linux a plain `pip install torch` is the CUDA build, gigabytes more).
+RUN pip install torch==2.13.0+cpu \
+       --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY config ./config
-COPY core ./core
-COPY ingest ./ingest
-COPY search ./search
-COPY decode ./decode
-COPY cli ./cli
-RUN pip install .
+# The dependencies, read from pyproject.toml alone: a change to the code does not install them again.
+COPY pyproject.toml ./
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+       > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+# Then the project, from the whole tree (.dockerignore leaves out what the image must not hold), and a first run.
+COPY . .
+RUN pip install --no-deps . && tokendirect --help > /dev/null
 
 ENTRYPOINT ["tokendirect"]
 CMD ["--help"]

@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from core.cli import EXIT_OK, EXIT_PARTIAL, clean_errors, emit, settings
+from core.cli import EXIT_OK, EXIT_PARTIAL, clean_errors, emit, fail, settings
+from core.errors import printable
 from core.testmodel import TEST_HIDDEN_SIZE
 from decode.cli import decode
 from ingest.cli import ingest
@@ -30,13 +31,16 @@ app.command()(decode)
 @app.command()
 @clean_errors
 def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """The collection: the model it was built with, token dimension, points and documents."""
+    """The collection: the model it was built with, token dimension, shards and replicas, points and documents."""
     from core.store import open_store
+    from core.store.cluster import FIELDS
+    from ingest import read_catalog
 
     s = settings()
     with open_store(s) as store:
         record = store.record()
-        docs = store.documents() if record else {}
+        catalog = read_catalog(store) if record else {}
+        unfinished = sorted(d.source for d in catalog.values() if not d.complete)
         data = {
             "collection": s.collection,
             "backend": s.qdrant_url or f"embedded ({s.shard_path()})",
@@ -44,13 +48,33 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             "model": record and record["model"],
             "revision": record and record["revision"],
             "dimension": record and record["dim"],
-            "points": sum(docs.values()),
-            "documents": len(docs),
+            # on a server: as the collection was created; embedded: one shard, one copy
+            **(store.distribution() if record else dict.fromkeys(FIELDS)),
+            "points": sum(len(d.stored) for d in catalog.values()),
+            "documents": len(catalog),
+            # documents an interrupted ingest left without all their pages: not searchable as whole documents until
+            # an ingest over their files finishes them
+            "unfinished_documents": unfinished,
             "text_search": bool(record) and store.has_text_index(),  # False: made before text search, visual only
             "pages_with_text": store.text_pages() if record else 0,
             "configured_model": s.model,
+            "collections": store.collections(),  # every collection this store holds
         }
-    emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    lines = [f"{k}: {v}" for k, v in data.items() if k not in ("unfinished_documents", "collections")]
+    lines.insert(lines.index(f"documents: {len(catalog)}") + 1, f"unfinished_documents: {len(unfinished)}")
+    lines.append(f"collections in this store: {', '.join(data['collections']) or 'none'}")
+    if unfinished:
+        lines.append(
+            f"note: {len(unfinished)} documents lack pages (an ingest was interrupted); an ingest over their files "
+            "finishes them: " + ", ".join(printable(p) for p in unfinished)
+        )
+    others = [c for c in data["collections"] if c != s.collection]
+    if record is None and others:
+        lines.append(
+            f"note: collection {s.collection!r} does not exist yet; this store holds {', '.join(others)} "
+            f"(set TOKENDIRECT_COLLECTION={others[0]} to use it)"
+        )
+    emit(as_json, data, "\n".join(lines))
 
 
 @app.command()
@@ -58,18 +82,30 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
 def export(
     file: Path = typer.Argument(..., help="The file to write (a zip; it appears only when complete)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Pages read and written at a time."),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0, metavar="SECONDS", help="Wait this long for a running ingest to finish."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Write the configured collection - pages, exact tokens, payload, model record - to one portable file."""
     from core.store import open_store
     from core.store.transfer import export_collection
+    from ingest.runlog import no_ingest
 
-    with open_store(settings()) as store:
+    s = settings()
+    with no_ingest(s, wait, "export"), open_store(s) as store:
         report = export_collection(store, file, batch_size)
     text = (
         f"exported {report.points} pages of collection {report.collection!r} to {report.file} "
         f"({report.bytes / 1e6:.1f} MB); read back and verified"
     )
+    if report.unfinished:
+        warning = (
+            f"{len(report.unfinished)} documents in the export lack pages (an ingest was interrupted); an ingest over "
+            "their files finishes them, in the collection or after the import: "
+            + ", ".join(printable(p) for p in report.unfinished)
+        )
+        typer.echo(f"warning: {warning}", err=True)
     emit(as_json, report.to_dict(), text)
 
 
@@ -77,13 +113,18 @@ def export(
 @clean_errors
 def import_(
     file: Path = typer.Argument(..., help="A file written by `tokendirect export`."),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0, metavar="SECONDS", help="Wait this long for a running ingest to finish."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Load an exported file into the configured collection, then read every page back and compare its tokens."""
     from core.store import open_store
     from core.store.transfer import import_collection
+    from ingest.runlog import no_ingest
 
-    with open_store(settings()) as store:
+    s = settings()
+    with no_ingest(s, wait, "import"), open_store(s) as store:
         report = import_collection(store, file)
     lines = [
         f"imported {report.points} pages into collection {report.collection!r}: {report.added} added, "
@@ -100,19 +141,33 @@ def import_(
 def eval_(
     directory: Path = typer.Argument(..., help="A labelled set: corpus/, queries.jsonl, qrels.jsonl (see README)."),
     build_sample: bool = typer.Option(False, "--build-sample", help="Write the project's sample set to DIRECTORY."),
+    sample: str = typer.Option(
+        "basic",
+        "--sample",
+        help="Which sample set --build-sample writes: basic (16 queries), manuals (30), manuals-images (the same, "
+        "each query with an image of its page: a strong visual signal) or debian-manuals (28 queries over two real "
+        "PDFs that Debian ships; needs the packages libtasn1-doc and shared-mime-info).",
+    ),
     collection: Optional[str] = typer.Option(None, "--collection", help="Collection for the set (default eval-NAME)."),
     ocr_text: bool = typer.Option(False, "--ocr-text", help="Pages without a PDF text layer get the decoder's text."),
+    save_weights: bool = typer.Option(
+        False, "--save-weights", help="Keep the fusion weights calibrated on the set in the collection, for hybrid."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
-    """Ingest a labelled set and report nDCG@5, recall@1/5/10, MRR and latency for every search mode."""
+    """Ingest a labelled set and report hit@5, nDCG@5, recall@1/5/10, MRR and latency for every search mode, and
+    hybrid with fusion weights calibrated on the set."""
     from cli.evaluation import evaluate, format_report
-    from cli.sample import build_sample as write_sample
+    from cli.sample import SAMPLES
 
     if build_sample:
-        typer.echo(f"wrote the sample set to {write_sample(directory)}; evaluate it with: tokendirect eval {directory}")
+        if sample not in SAMPLES:
+            fail(f"unknown sample set {sample!r}; choose one of: {', '.join(SAMPLES)}")
+        written = SAMPLES[sample](directory)
+        typer.echo(f"wrote the {sample} sample set to {written}; evaluate it with: tokendirect eval {directory}")
         return
     s = settings().model_copy(update={"ocr_text": True} if ocr_text else {})
-    report = evaluate(directory, s, collection)
+    report = evaluate(directory, s, collection, save_weights=save_weights)
     emit(as_json, report.to_dict(), format_report(report))
     raise typer.Exit(EXIT_OK if not report.failures else EXIT_PARTIAL)
 
@@ -127,10 +182,12 @@ def make_test_model_cmd(
 ) -> None:
     """Write a tiny random-weight DeepSeek-OCR-2 checkpoint (same classes, meaningless output) for offline tests."""
     from core.errors import UsageError
+    from core.model import quiet_transformers
     from core.testmodel import make_test_model
 
     if hidden_size % 4:
         raise UsageError(f"--hidden-size must be a multiple of 4 (the attention heads): got {hidden_size}")
+    quiet_transformers()  # no bar of transformers' own before the line that says what was written
     path = make_test_model(directory, hidden_size=hidden_size)
     typer.echo(f"wrote a tiny random-weight DeepSeek-OCR-2 checkpoint to {path}; use TOKENDIRECT_MODEL={path}")
 
@@ -150,4 +207,6 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
-    app(prog_name="tokendirect")
+    from core.cli import run_app
+
+    run_app(app, "tokendirect")

@@ -15,11 +15,8 @@ bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchm
 
 
 def _sizes(pages: list[str]) -> list[int]:
-    try:
-        sizes = [int(part) for item in pages for part in item.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"--pages takes page counts, e.g. --pages 2000 or --pages 1000,2000: got {pages}") from None
-    if not sizes or min(sizes) < 11:
+    sizes = _counts(pages, "--pages")
+    if min(sizes) < 11:
         raise UsageError("--pages needs at least 11 pages (recall@10 and the gap between ranks 10 and 11)")
     return sizes
 
@@ -174,3 +171,81 @@ def page_bench(
         ]
     )
     emit(as_json, r, text)
+
+
+@bench_app.command("scale")
+@clean_errors
+def scale_cmd(
+    from_json: list[Path] = typer.Option(
+        [], "--from", help="JSON printed by `tokendirect bench search --json`, one per page shape (else: measure)."
+    ),
+    tokens: list[str] = typer.Option(
+        ["257,1121"], "--tokens", help="Page shapes to measure, in tokens (the published model: 257 to 1121)."
+    ),
+    dim: int = typer.Option(1280, "--dim", min=16, help="Token dimension of the measured pages (the published: 1280)."),
+    measure_pages: int = typer.Option(
+        1000, "--measure-pages", min=11, help="Pages of the collection built to measure (fixed costs weigh on few)."
+    ),
+    corpus: list[str] = typer.Option(["1000000,100000000"], "--pages", help="Corpus sizes to plan for, in pages."),
+    node_ram_gb: float = typer.Option(64.0, "--node-ram-gb", min=1, help="RAM of one Qdrant node."),
+    node_disk_gb: float = typer.Option(2000.0, "--node-disk-gb", min=1, help="Disk of one Qdrant node."),
+    fill: float = typer.Option(0.7, "--fill", min=0.01, max=1.0, help="Share of a node's RAM and disk to fill."),
+    replication_factor: int = typer.Option(2, "--replication-factor", min=1, help="Copies of each shard."),
+    hours: float = typer.Option(24.0, "--hours", min=0.01, help="Time to ingest the corpus in."),
+    encode_rate: Optional[float] = typer.Option(
+        None, "--encode-pages-per-s", min=0.001, help="Pages/s one worker encodes (`bench ingest`, real model)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Disk, RAM and Qdrant nodes for a corpus, and the ingest rates to store it in a day, from measured bytes per
+    page (see README, "Scaling out")."""
+    from cli import scale
+
+    s = settings()
+    sizes = _counts(corpus, "--pages")  # before any measuring
+    if from_json:
+        shapes = [scale.from_bench_json(path) for path in from_json]
+    else:
+        shapes = [
+            scale.measure(s, n, dim, measure_pages, lambda message: typer.echo(message, err=True))
+            for n in _counts(tokens, "--tokens")
+        ]
+    node = scale.Node(node_ram_gb, node_disk_gb, fill)
+    model = scale.scale(shapes, sizes, node, replication_factor, hours, encode_rate)
+    emit(as_json, model.to_dict(), scale.format_model(model))
+
+
+def _counts(values: list[str], option: str) -> list[int]:
+    """Whole numbers given as `N`, `N,N` or the option repeated."""
+    try:
+        counts = [int(part) for item in values for part in item.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"{option} takes whole numbers, e.g. {option} 1000 or {option} 1000,2000: got {values}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise UsageError(f"{option} takes whole numbers of at least 1: got {values}")
+    return counts
+
+
+@bench_app.command("query")
+@clean_errors
+def query_bench(
+    corpus: Optional[Path] = typer.Option(
+        None, "--corpus", help="Documents to search (default: the sample set's), ingested into a temporary store."
+    ),
+    query: list[str] = typer.Option([], "--query", help="A query to time (repeatable; default: the sample set's)."),
+    runs: int = typer.Option(3, "--runs", min=1, help="Fresh command-line processes per blank-canvas cache state."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Passes over the queries in one process."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Query latency end to end: a command line's start-up, model load, render, encode and search, and each mode's
+    p50 with the model loaded once."""
+    from search.query_bench import bench_query, describe
+
+    if corpus is not None and not corpus.exists():
+        raise UsageError(f"--corpus {corpus} does not exist")
+    result = bench_query(
+        settings(), corpus, list(query) or None, runs, repeat, progress=lambda m: typer.echo(m, err=True)
+    )
+    emit(as_json, result, describe(result))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
+import shutil
+import sys
 from pathlib import Path
 
 import typer
@@ -81,26 +81,32 @@ def make_samples(folder: Path) -> list[Path]:
     return paths
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _real_model_available(settings: Settings) -> str | None:
     """None when the configured model can be loaded, else why not, in a few words."""
     from huggingface_hub import try_to_load_from_cache
 
+    from core.model import hub_reachable
+
     if Path(settings.model).is_dir():
         return None
     cached = try_to_load_from_cache(settings.model, "config.json", revision=settings.revision)
-    if isinstance(cached, str) or _hub_reachable():
+    if isinstance(cached, str) or hub_reachable():
         return None
     return "no network and no local copy"
+
+
+def command_name() -> str:
+    """How to run `tokendirect` from here: its name when it is on the PATH, else the path of this installation's
+    script (`.venv/bin/tokendirect` after `make install`)."""
+    if shutil.which("tokendirect"):
+        return "tokendirect"
+    script = Path(sys.executable).parent / "tokendirect"
+    if not script.exists():
+        return "tokendirect"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def run_demo(settings: Settings) -> int:
@@ -109,6 +115,7 @@ def run_demo(settings: Settings) -> int:
     from core.store import open_store
     from decode import Decoder
     from ingest import Ingestor
+    from ingest.runlog import target
     from search import Searcher
 
     data_dir = Path(settings.data_dir)
@@ -120,10 +127,12 @@ def run_demo(settings: Settings) -> int:
         except ModelLoadError as exc:
             why = str(exc)
     if model is None:
+        from core.model import quiet_transformers
         from core.testmodel import make_test_model
 
         tiny = data_dir / "test-model"
         if not (tiny / "config.json").exists():
+            quiet_transformers()
             make_test_model(tiny)
         typer.echo(
             f"note: cannot load {settings.model} ({why}); running on the tiny random-weight test model.", err=True
@@ -158,5 +167,7 @@ def run_demo(settings: Settings) -> int:
     finally:
         store.close()
     env = f"TOKENDIRECT_MODEL={settings.model} TOKENDIRECT_COLLECTION={settings.collection} "
-    typer.echo(f'== done. Try: {env}tokendirect search "dividend" --decode')
+    typer.echo(f"== done. The pages are in collection {settings.collection!r} ({target(settings)}).")
+    typer.echo(f'   Try: {env}{command_name()} search "dividend" --decode')
+    typer.echo(f"   and: {env}{command_name()} info")
     return 0 if report.ok else 1

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "deepseek-community/DeepSeek-OCR-2"
+# A collection name is a folder name in the embedded store and a collection on a server: letters, digits, `.`, `_`
+# and `-`, starting with a letter or digit (no path separators, no `..`), short enough for its lock file names.
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def check_collection_name(name: str) -> str:
+    """`name` when it can name a collection on every engine; else ValueError saying what is allowed."""
+    if not COLLECTION_NAME.fullmatch(name or ""):
+        raise ValueError(
+            f"{name!r} cannot name a collection: use 1 to 200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class Settings(BaseSettings):
@@ -34,6 +48,17 @@ class Settings(BaseSettings):
     qdrant_timeout: int = Field(30, ge=1, description="Seconds to wait for a Qdrant server's answer.")
     qdrant_max_request_mb: float = Field(
         32.0, gt=0, description="The server's request size limit (service.max_request_size_mb): no request is larger."
+    )
+    # A new collection on a Qdrant server (a cluster): Qdrant's own parameters, unset = the server's default. The
+    # embedded engine is one local shard and ignores them.
+    shard_number: int | None = Field(
+        None, ge=1, description="Shards of a new server collection; unset: one per peer of the cluster."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard, on different peers; unset: the server's default (1)."
+    )
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must apply a write before it succeeds; unset: the server's (1)."
     )
     collection: str = "pages"
     top_k: int = Field(5, ge=1)
@@ -99,9 +124,26 @@ class Settings(BaseSettings):
         description="Query tokens at least this alike (cosine) to a blank canvas's tokens are dropped; 1 keeps all.",
     )
 
+    # Hybrid search: weighted reciprocal rank fusion of the visual and the text ranking, scored by Qdrant as
+    # 1 / ((position + 1) / weight + k - 1) per ranking (search/fusion.py; measured defaults: README, "Fusing the
+    # signals"). Setting any of the three overrides the weights calibrated for a collection (`eval --save-weights`).
+    hybrid_rrf_k: int = Field(2, ge=1, description="k of hybrid search's reciprocal rank fusion.")
+    hybrid_visual_weight: float = Field(
+        0.3, gt=0, description="Weight of the visual ranking in hybrid search (positions are divided by it)."
+    )
+    hybrid_text_weight: float = Field(
+        1.0, gt=0, description="Weight of the text (BM25) ranking in hybrid search (positions are divided by it)."
+    )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, name: str) -> str:
+        return check_collection_name(name)
+
     def shard_path(self) -> Path:
-        """The embedded store's folder for the configured collection."""
-        return Path(self.data_dir) / "qdrant" / self.collection
+        """The embedded store's folder for the configured collection (the name is checked again here: settings
+        copied with another collection skip validation)."""
+        return Path(self.data_dir) / "qdrant" / check_collection_name(self.collection)
 
 
 def defaults() -> Settings:

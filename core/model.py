@@ -8,6 +8,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,9 @@ from core.errors import ModelLoadError, UsageError, first_line
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+LOCAL_DIGEST = "local-"  # a local checkpoint's revision: its digest (_local_revision)
+HUB_PROBE_S = 3.0  # seconds to wait for the Hugging Face Hub before treating the machine as offline
 
 PROMPTS = {
     "ocr": "<image>\nFree OCR. ",
@@ -34,6 +40,18 @@ class ModelIdentity:
     revision: str
     dim: int
     max_tokens: int = field(default=0, compare=False)  # the most tokens a page can have (sizes the storage)
+
+    def same_weights(self, other: "ModelIdentity") -> bool:
+        """Whether both name the same weights: the same dimension and revision digest (a hub commit, or a local
+        checkpoint's digest), wherever the checkpoint sits. A revision that is no digest (a branch or tag name) only
+        identifies weights together with the model it names."""
+        if self.dim != other.dim or self.revision != other.revision:
+            return False
+        return is_digest(self.revision) or self.model == other.model
+
+
+def is_digest(revision: str) -> bool:
+    return bool(re.fullmatch(r"[0-9a-f]{40}", revision or "")) or (revision or "").startswith(LOCAL_DIGEST)
 
 
 def prompt_for(mode: str) -> str:
@@ -75,6 +93,7 @@ class OcrModel:
         self._model = None
         self._processor = None
         self._config = None
+        self._local_only = False  # the hub cannot be reached: load from the local cache only
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "OcrModel":
@@ -97,9 +116,10 @@ class OcrModel:
         device = resolve_device(self._device_name)
         dtype = resolve_dtype(self._dtype_name)
         _ = self.processor
+        quiet_transformers()
         try:
             model = AutoModelForImageTextToText.from_pretrained(
-                self.name, revision=self.requested_revision, dtype=dtype
+                self.name, revision=self.requested_revision, dtype=dtype, local_files_only=self._local_only
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
@@ -118,7 +138,9 @@ class OcrModel:
 
             _ = self.config
             try:
-                self._processor = AutoProcessor.from_pretrained(self.name, revision=self.requested_revision)
+                self._processor = AutoProcessor.from_pretrained(
+                    self.name, revision=self.requested_revision, local_files_only=self._local_only
+                )
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
         return self._processor
@@ -153,14 +175,30 @@ class OcrModel:
             from transformers import AutoConfig
 
             if _looks_like_path(self.name) and not Path(self.name).is_dir():
-                raise ModelLoadError(f"model directory {self.name} does not exist")
+                raise ModelLoadError(f"model directory {self.name} does not exist; {WAY_OUT}")
+            self._local_only = not _looks_like_path(self.name) and self._offline()
+            quiet_transformers()
             try:
-                self._config = AutoConfig.from_pretrained(self.name, revision=self.requested_revision)
+                self._config = AutoConfig.from_pretrained(
+                    self.name, revision=self.requested_revision, local_files_only=self._local_only
+                )
             except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}") from exc
+                raise ModelLoadError(f"cannot load model {self.name!r}: {first_line(exc)}; {WAY_OUT}") from exc
             if self._config.model_type != "deepseek_ocr2":
                 raise ModelLoadError(f"{self.name!r} is a {self._config.model_type!r} model, not DeepSeek-OCR-2")
         return self._config
+
+    def _offline(self) -> bool:
+        """Whether the hub cannot be used (HF_HUB_OFFLINE, or no answer within HUB_PROBE_S): then the checkpoint
+        must be in the local cache, and a missing one fails at once instead of after the hub client's retries."""
+        if not hub_offline() and hub_reachable():
+            return False
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(self.name, "config.json", revision=self.requested_revision), str):
+            why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
+            raise ModelLoadError(f"model {self.name!r} is not in the local Hugging Face cache and {why}; {WAY_OUT}")
+        return True
 
     @property
     def dim(self) -> int:
@@ -244,6 +282,43 @@ class OcrModel:
         return torch.inference_mode()
 
 
+WAY_OUT = (
+    "point TOKENDIRECT_MODEL at a local copy of the checkpoint, or try the pipeline with a tiny random-weight model "
+    "(meaningless output): tokendirect make-test-model DIR, then TOKENDIRECT_MODEL=DIR"
+)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = HUB_PROBE_S) -> bool:
+    """Whether the Hugging Face Hub answers a connection within `timeout` (through a proxy: assumed so)."""
+    if hub_offline():
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a direct probe says nothing about a proxied connection
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def quiet_transformers() -> None:
+    """transformers' own progress bars (loading and saving weights) and warnings (the image processor's channel
+    guesses) stay off the terminal: the command line reports what matters itself."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
 
@@ -261,7 +336,7 @@ def _local_revision(name: str) -> str:
         with open(f, "rb") as fh:
             digest.update(fh.read(1 << 20))
         digest.update(str(f.stat().st_size).encode())
-    return "local-" + digest.hexdigest()[:16]
+    return LOCAL_DIGEST + digest.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=4)

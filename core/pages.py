@@ -12,11 +12,17 @@ from typing import Iterator
 from PIL import Image, UnidentifiedImageError
 
 from config import defaults
-from core.errors import InputError
+from core.errors import InputError, first_line
 
 PDF_SUFFIXES = {".pdf"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
+MULTI_PAGE_FORMATS = {"TIFF"}  # each frame is a page; other formats' further frames (an animation) are not pages
+
+# Pillow's own decompression-bomb check (a warning above 89 million pixels, an error above twice that) would
+# contradict TOKENDIRECT_MAX_IMAGE_PIXELS both ways: the project checks every image's size against that setting from
+# its header, before decoding it (Limits.max_pixels), so Pillow's check is off.
+Image.MAX_IMAGE_PIXELS = None
 
 # The processor's global view is 1024 px on the long side: rasterize to that so nothing is thrown away
 # and nothing is invented by upscaling.
@@ -80,8 +86,11 @@ def display_path(path: str | Path) -> str:
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
-def discover(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Expand files and folders into supported files (sorted, each once). Returns (files, failures).
+def discover(
+    paths: list[str | Path], skipped: dict[str, int] | None = None
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files and folders into supported files (sorted, each once). Returns (files, failures); `skipped`, when
+    given, counts the files in the folders that are left out, by reason (`unsupported type .txt`).
 
     Symbolic links are followed; a link that leads back into a folder being walked is named as a loop and not
     entered, a broken link to a supported file is named too, as is a folder that cannot be read."""
@@ -124,6 +133,9 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]
                         failures.append((display_path(path), "broken symbolic link"))
                     else:
                         add(path)
+                elif skipped is not None:
+                    reason = f"unsupported type {path.suffix.lower()}" if path.suffix else "no file type (extension)"
+                    skipped[reason] = skipped.get(reason, 0) + 1
             except OSError as exc:  # a link to itself (ELOOP), a file gone meanwhile
                 failures.append((display_path(path), _os_reason(exc)))
 
@@ -202,15 +214,40 @@ def _runs(numbers: list[int], chunk: int) -> Iterator[tuple[int, int]]:
 
 
 # Leading bytes of each format: a file whose content is another format than its name says is refused.
-_MAGIC = {b"%PDF": "PDF", b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
-_EXPECTED = {".pdf": "PDF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+_MAGIC = {
+    b"%PDF": "PDF",
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+}
+_EXPECTED = {
+    ".pdf": "PDF",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+}
+
+
+def _sniff(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def _check_content(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(1024)
     expected = _EXPECTED[path.suffix.lower()]
-    found = next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), None)
+    found = _sniff(head)
     if found is None and expected == "PDF" and b"%PDF" in head:
         return  # PDF readers accept junk before the header
     if found != expected:
@@ -224,6 +261,18 @@ def _check_pixels(size: tuple[int, int], limits: Limits, number: int) -> None:
         raise InputError(
             f"page {number} is too large ({w} x {h} px > {limits.max_pixels} px, TOKENDIRECT_MAX_IMAGE_PIXELS)"
         )
+
+
+def open_image(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Image.Image:
+    """One image file (a query image) as RGB, its size checked against the limits before it is decoded."""
+    try:
+        with Image.open(path) as im:
+            _check_pixels(im.size, limits, 1)
+            return to_rgb(im)
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read image {display_path(path)}: {first_line(exc)}") from None
 
 
 def _os_reason(exc: OSError) -> str:
@@ -307,12 +356,10 @@ def _image_frame_count(path: Path, limits: Limits = DEFAULT_LIMITS) -> int:
             _check_pixels(im.size, limits, 1)  # from the header, before anything is decoded
             im.verify()
         with Image.open(path) as im:
-            frames = getattr(im, "n_frames", 1)
+            frames = getattr(im, "n_frames", 1) if im.format in MULTI_PAGE_FORMATS else 1
             im.load()
     except InputError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"image too large ({str(exc).splitlines()[0][:120]})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
     return int(frames)

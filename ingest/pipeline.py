@@ -1,19 +1,17 @@
-"""The ingest pipeline: a producer thread (stat, hash, validate, rasterize) -> the calling thread (encode, in batches
-across documents) -> a store thread (write). Bounded queues between them keep only a few pages in memory, whatever
+"""The ingest pipeline: a planning thread (stat, hash, validate, count pages) -> a reading thread (rasterize) -> the
+calling thread (encode, in batches across documents) -> a store thread (write). The planner runs ahead, so the pages
+to store are known early (progress and its ETA); bounded queues after it keep only a few pages in memory, whatever
 the length of a document. Messages are typed; each says what happened to one document or page."""
 
 from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-from tqdm import tqdm
 
 from core.clock import utc_now
 from core.errors import InputError
@@ -25,6 +23,7 @@ from ingest import plan
 from ingest.hooks import crash_point, pause_point
 from ingest.payload import page_payload
 from ingest.plan import Catalog, Doc
+from ingest.progress import Progress
 from ingest.report import Failure, IngestReport
 
 log = logging.getLogger("tokendirect.ingest")
@@ -32,7 +31,8 @@ log = logging.getLogger("tokendirect.ingest")
 
 @dataclass
 class Skip:
-    """Nothing to encode: the document is stored whole already (or another file of this run brings its bytes)."""
+    """Nothing to encode: the document is stored whole already (or another file of this run brings its bytes), or it
+    is another worker's (`doc.elsewhere`)."""
 
     doc: Doc
 
@@ -83,7 +83,8 @@ class Pipeline:
         catalog: Catalog,
         report: IngestReport,
         bind: Callable,
-        progress: bool | None,
+        progress: Progress,
+        dry_run: bool = False,
     ):
         self.model = model
         self.store = store
@@ -92,6 +93,7 @@ class Pipeline:
         self.catalog = catalog
         self.report = report
         self.bind = bind
+        self.dry_run = dry_run  # plan every file, read and write nothing: what the run would do
         self.docs: list[Doc] = []
         self.seen: dict[str, Doc] = {}  # doc_id -> the first file with those bytes this run
         self.bad: dict[str, str] = {}  # doc_id -> why those bytes failed this run
@@ -102,10 +104,10 @@ class Pipeline:
         self.errors: list[BaseException] = []
         self._dropped: set[int] = set()  # documents (by id()) that failed in the encoder
         batch = settings.batch_size
+        self.plan_q: queue.Queue = queue.Queue()  # planned documents (no pages): the planner runs ahead
         self.pages_q: queue.Queue = queue.Queue(maxsize=2 * batch)  # rendered pages waiting for the encoder
         self.store_q: queue.Queue = queue.Queue(maxsize=2)  # encoded batches waiting for the store
-        # disable=None: the bar shows on a terminal and stays silent in logs and pipes.
-        self.bar = tqdm(unit="page", file=sys.stderr, disable=None if progress is None else not progress)
+        self.progress = progress
         self._lock = threading.Lock()
 
     def add_time(self, key: str, seconds: float) -> None:
@@ -113,14 +115,19 @@ class Pipeline:
             self.timings[key] = self.timings.get(key, 0.0) + seconds
 
     def run(self, files: list[Path]) -> None:
-        producer = threading.Thread(target=self._guard, args=(self._produce, files), name="ingest-read", daemon=True)
-        writer = threading.Thread(target=self._guard, args=(self._write,), name="ingest-store", daemon=True)
-        producer.start()
-        writer.start()
-        self._guard(self._encode)
-        writer.join()
-        producer.join()
-        self.bar.close()
+        threads = [
+            threading.Thread(target=self._guard, args=(self._plan, files), name="ingest-plan", daemon=True),
+            threading.Thread(target=self._guard, args=(self._produce,), name="ingest-read", daemon=True),
+            threading.Thread(target=self._guard, args=(self._write,), name="ingest-store", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._guard(self._encode)
+        finally:
+            for thread in reversed(threads):
+                thread.join()
+            self.progress.close()
         if self.errors:
             raise self.errors[0]
 
@@ -155,9 +162,9 @@ class Pipeline:
                     return None
         return None
 
-    # -- producer: stat, hash, validate, rasterize ------------------------------------------------------------
+    # -- planner: stat, hash, validate, count pages --------------------------------------------------------------
 
-    def _produce(self, files: list[Path]) -> None:
+    def _plan(self, files: list[Path]) -> None:
         try:
             for path in files:
                 if self.stop.is_set():
@@ -165,43 +172,81 @@ class Pipeline:
                 doc = Doc(path=path, name=display_path(path), source=display_path(path.resolve()))
                 self.docs.append(doc)
                 try:
-                    self._read(doc)
+                    todo = self._settle(doc)
                 except (InputError, OSError) as exc:
-                    if doc.doc_id:  # other copies of these bytes fail alike
-                        self.bad.setdefault(doc.doc_id, _reason(exc))
-                    self._put(self.pages_q, Failed(doc, _reason(exc)))
+                    self.plan_q.put((doc, Failed(doc, _reason(exc))))
                 except Exception as exc:  # an unforeseen failure names the file; the run goes on
                     log.exception("unexpected failure on %s", doc.name)
-                    self._put(self.pages_q, Failed(doc, f"{type(exc).__name__}: {exc}"))
+                    self.plan_q.put((doc, Failed(doc, f"{type(exc).__name__}: {exc}")))
+                else:
+                    if todo:
+                        self.progress.plan(len(todo))
+                    self.plan_q.put((doc, todo if todo is not None else Skip(doc)))
         finally:
-            self._put(self.pages_q, _END)
+            self.plan_q.put(_END)
+            self.progress.planned()
 
-    def _read(self, doc: Doc) -> None:
+    def _settle(self, doc: Doc) -> list[int] | None:
+        """The page numbers `doc` needs stored, or None when nothing needs encoding."""
         st = doc.path.stat()
         doc.size, doc.mtime_ns = st.st_size, st.st_mtime_ns
         if doc.size == 0:
             raise InputError("empty file")
         if plan.settle_unread(doc, self.catalog, self.settings.trust_mtime):
+            plan.settle_partition(doc, self.catalog)
             self.seen.setdefault(doc.doc_id, doc)
-            self._put(self.pages_q, Skip(doc))
-            return
+            return None
         if doc.size > self.limits.max_bytes:
             count_pages(doc.path, self.limits)  # names the breach without reading the file
         t = time.perf_counter()
         doc.doc_id = file_digest(doc.path)
         self.add_time("hash_s", time.perf_counter() - t)
-        if doc.doc_id in self.bad:
-            raise InputError(self.bad[doc.doc_id])
-        if plan.settle_read(doc, self.catalog, self.seen.setdefault(doc.doc_id, doc)):
-            self._put(self.pages_q, Skip(doc))
+        first = self.seen.setdefault(doc.doc_id, doc)
+        if plan.settle_partition(doc, self.catalog) or plan.settle_read(doc, self.catalog, first):
+            return None
+        return plan.resume(doc, count_pages(doc.path, self.limits, self.settings.pdf_dpi))
+
+    # -- reader: rasterize, in the planner's order ------------------------------------------------------------
+
+    def _produce(self) -> None:
+        try:
+            while True:
+                item = self._get(self.plan_q)
+                if item is None or item is _END:
+                    return
+                doc, todo = item
+                if isinstance(todo, Failed) or (doc.doc_id in self.bad and not isinstance(todo, list)):
+                    # other copies of bytes that failed fail alike
+                    reason = todo.reason if isinstance(todo, Failed) else self.bad[doc.doc_id]
+                    if doc.doc_id:
+                        self.bad.setdefault(doc.doc_id, reason)
+                    self._put(self.pages_q, Failed(doc, reason))
+                    continue
+                if isinstance(todo, Skip):
+                    self._put(self.pages_q, todo)
+                    continue
+                try:
+                    self._read(doc, todo)
+                except (InputError, OSError) as exc:
+                    self.bad.setdefault(doc.doc_id, _reason(exc))
+                    self._put(self.pages_q, Failed(doc, _reason(exc)))
+                except Exception as exc:
+                    log.exception("unexpected failure on %s", doc.name)
+                    self._put(self.pages_q, Failed(doc, f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._put(self.pages_q, _END)
+
+    def _read(self, doc: Doc, todo: list[int]) -> None:
+        if self.dry_run:  # what would be stored is known: nothing is read
+            self._put(self.pages_q, Start(doc))
+            self._put(self.pages_q, End(doc))
             return
-        t = time.perf_counter()
-        todo = plan.resume(doc, count_pages(doc.path, self.limits, self.settings.pdf_dpi))
         if todo:
-            t_text = time.perf_counter()
+            t = time.perf_counter()
             # one pass over the file for every page's text
             doc.texts = pdf_page_texts(doc.path, doc.pages, self.settings.raster_timeout)
-            self.add_time("text_s", time.perf_counter() - t_text)
+            self.add_time("text_s", time.perf_counter() - t)
+        t = time.perf_counter()
         self._put(self.pages_q, Start(doc))
         pages = render_pages(doc.path, doc.doc_id, self.settings.pdf_dpi, self.limits, todo, doc.pages)
         while True:
@@ -248,6 +293,7 @@ class Pipeline:
                 t = time.perf_counter()
                 self.model.load()
                 self.add_time("load_s", time.perf_counter() - t)
+            self.progress.now(pages[-1].doc.name)
             t = time.perf_counter()
             try:
                 results = self.model.encode_pages([m.page.image for m in pages], batch_size=self.settings.batch_size)
@@ -317,17 +363,21 @@ class Pipeline:
                 if source is None and self.settings.ocr_text:
                     self.untexted.append(point.point_id)
             report.pages_added += len(points)
-            self.bar.update(len(points))
+            self.progress.update(len(points))
         for m in items:
             doc = m.doc
             if isinstance(m, Start):
                 report.pages_skipped += doc.resumed
             elif isinstance(m, End):
-                if len(doc.stored) >= doc.pages:
+                if self.dry_run:
+                    report.pages_added += len(doc.todo())  # what the run would store
+                if self.dry_run or len(doc.stored) >= doc.pages:
                     self.completed.add(doc.doc_id)
                     (report.documents_updated if doc.replaces else report.documents_added).append(doc.name)
                 else:
                     self._fail(doc, "not every page was stored")
+            elif isinstance(m, Skip) and doc.elsewhere:
+                report.documents_other_partition.append(doc.name)
             elif isinstance(m, Skip):
                 report.pages_skipped += doc.pages
                 # With older versions under this path, an interrupted run stored the new one: the update ends now.
@@ -337,7 +387,7 @@ class Pipeline:
 
     def _fail(self, doc: Doc, reason: str) -> None:
         doc.failed = True
-        if doc.doc_id and doc.doc_id not in self.completed and doc.stored:
+        if doc.doc_id and doc.doc_id not in self.completed and doc.stored and not self.dry_run:
             # A document counts only when whole: its pages go, this run's and any an earlier run left.
             self.store.delete_document(doc.doc_id)
             self.report.pages_removed += len(doc.stored)

@@ -2,7 +2,9 @@
 pages have text, BM25 over that text ranks them too, and Qdrant fuses the two rankings (search modes).
 
 Query tokens that carry only blank canvas are dropped before the search: found by content, as the tokens most
-like those the encoder makes of a blank canvas of the query's size (Settings.blank_similarity).
+like those the encoder makes of a blank canvas of the query's size (Settings.blank_similarity). Those reference
+tokens are encoded once per model and canvas size and kept under DATA_DIR (search/blank.py); all the views of a
+query, and a blank canvas not yet known, are encoded in one model call.
 
     from search import Searcher
     for hit in Searcher.from_settings().search("quarterly revenue"):
@@ -24,6 +26,8 @@ from core.stage import Stage
 from core.store import PageStore
 from core.tensors import to_numpy
 from search import plan
+from search.blank import BlankCanvases
+from search.fusion import FusionWeights, resolve
 from search.plan import SEARCH_MODES, check_mode
 
 
@@ -51,24 +55,30 @@ class Searcher(Stage):
         super().__init__(model, store, settings)
         self.store.bind(self.model.identity, create=False)
         self._has_text = False
-        self._blank: dict[tuple[int, int], object] = {}  # image size -> a blank canvas's tokens
-
-    BLANK_SIZES = 16  # blank canvases remembered (rendered queries differ only in height)
+        self._fusion: FusionWeights | None = None
+        self._blank: BlankCanvases | None = None
 
     def default_mode(self) -> str:
         """hybrid once any page has text that BM25 can find, else visual."""
         self._has_text = self._has_text or self.store.text_pages() > 0  # pages keep their text once they have it
         return "hybrid" if self._has_text else "visual"
 
+    def fusion(self) -> FusionWeights:
+        """The weights hybrid search fuses the two rankings with (search/fusion.py: settings set explicitly, else
+        those calibrated for the collection, else the defaults)."""
+        if self._fusion is None:
+            self._fusion = resolve(self.settings, self.store.record())
+        return self._fusion
+
     def render(self, text: str) -> RenderedQuery:
         """The text drawn over one or more views (core.render.render_views), with what could not be drawn."""
         return render_views(text, self.settings.query_font_px)
 
     def encode_query(self, text: str | RenderedQuery):
-        """The query's tokens: the text rendered (or already rendered by render) and each view encoded like a
-        page; the tokens of all views together, so MaxSim uses them all."""
+        """The query's tokens: the text rendered (or already rendered by render) and its views encoded like pages,
+        in one model call; the tokens of all views together, so MaxSim uses them all."""
         rendered = text if isinstance(text, RenderedQuery) else self.render(text)
-        return np.concatenate([self.query_tokens(view) for view in rendered.views])
+        return np.concatenate(self.images_tokens(rendered.views))
 
     def search(
         self,
@@ -79,9 +89,11 @@ class Searcher(Stage):
         mode: str | None = None,
         exact: bool = False,
         tokens=None,
+        fusion: FusionWeights | None = None,
     ) -> list[Hit]:
         """The best pages for `text` by `mode` (visual, text, hybrid or rerank; None: hybrid when the collection
-        has text, else visual). `tokens` may hold the query's tokens from `encode_query`, to encode only once."""
+        has text, else visual). `tokens` may hold the query's tokens from `encode_query`, to encode only once;
+        `fusion` the weights hybrid fuses with (default: `self.fusion()`)."""
         mode = mode or self.default_mode()
         check_mode(mode)
         if mode == "text":
@@ -89,7 +101,8 @@ class Searcher(Stage):
         elif tokens is None:
             tokens = self.encode_query(text)
         limit = top_k or self.settings.top_k
-        points = plan.search(self.store, tokens, limit, doc_id, exact=exact, text_query=text, mode=mode)
+        weights = fusion or (self.fusion() if mode == "hybrid" else None)
+        points = plan.search(self.store, tokens, limit, doc_id, exact=exact, text_query=text, mode=mode, fusion=weights)
         return self._hits(points, tokens, mode)
 
     def search_image(
@@ -119,18 +132,30 @@ class Searcher(Stage):
 
     def query_tokens(self, image: Image.Image):
         """The query image's tokens, less those that carry only blank canvas (see the module docstring)."""
+        return self.images_tokens([image])[0]
+
+    def images_tokens(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Each image's tokens less its blank-canvas ones: the images, and a blank canvas of each size whose
+        tokens are not known yet, encoded in one model call."""
+        images = list(images)
         similarity = self.settings.blank_similarity
         if similarity >= 1.0:
-            return to_numpy(self.model.encode_pages([image])[0])
-        size = image.size
-        if size in self._blank:
-            tokens = to_numpy(self.model.encode_pages([image])[0])
-        else:  # one model call for the query and its blank canvas
-            tokens, blank = (to_numpy(t) for t in self.model.encode_pages([image, _blank_canvas(size)]))
-            if len(self._blank) >= self.BLANK_SIZES:
-                self._blank.pop(next(iter(self._blank)))
-            self._blank[size] = blank
-        return tokens[keep_mask(tokens, self._blank[size], similarity)]
+            return [to_numpy(t) for t in self.model.encode_pages(images, batch_size=len(images))]
+        blanks = self.blank_canvases()
+        known = {size: blanks.get(size) for size in dict.fromkeys(im.size for im in images)}
+        missing = [size for size, tokens in known.items() if tokens is None]
+        batch = images + [_blank_canvas(size) for size in missing]
+        encoded = [to_numpy(t) for t in self.model.encode_pages(batch, batch_size=len(batch))]
+        for size, tokens in zip(missing, encoded[len(images) :], strict=True):
+            known[size] = blanks.put(size, tokens)
+        return [t[keep_mask(t, known[im.size], similarity)] for t, im in zip(encoded, images, strict=False)]
+
+    def blank_canvases(self) -> BlankCanvases:
+        if self._blank is None:
+            m, s = self.model, self.settings
+            key = BlankCanvases.key(m.name, m.revision, str(m.dtype))
+            self._blank = BlankCanvases(s.data_dir, key, m.dim)
+        return self._blank
 
 
 __all__ = ["Searcher", "Hit", "SEARCH_MODES"]

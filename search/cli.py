@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from core.cli import clean_errors, emit, fail, settings
+from core.cli import clean_errors, emit, settings
+from core.errors import UsageError, printable
 
 
 @clean_errors
@@ -28,28 +29,35 @@ def search(
 ) -> None:
     """Rank stored pages against a text query by MaxSim over the vision tokens, BM25 over the page text, or both
     fused; or against an image by MaxSim."""
-    from PIL import Image
-
     from core.model import prompt_for
+    from core.pages import Limits, open_image
     from decode import Decoder
     from search import Searcher
     from search.plan import check_mode
 
+    if text.strip() and image is not None:
+        raise UsageError("give either a query TEXT or --image FILE, not both")
     if not text.strip() and image is None:
-        fail("give a query TEXT or --image FILE")
+        raise UsageError("give a query TEXT or --image FILE")
     if mode is not None:
         check_mode(mode)
     if image is not None and mode not in (None, "visual"):
-        fail("an --image query is searched visually only; leave out --mode or use --mode visual")
+        raise UsageError("an --image query is searched visually only; leave out --mode or use --mode visual")
+    if exact and mode == "text":
+        raise UsageError("--exact applies to the visual ranking, which --mode text does not use; leave one out")
     prompt_for(decode_mode)  # an unknown mode fails now, not after the search
+    if decode_mode != "ocr" and not decode:
+        typer.echo("warning: --decode-mode has no effect without --decode", err=True)
     s = settings()
     rendered = None  # the text query as drawn: views used, characters left out, warnings
     with Searcher.from_settings(s) as searcher:
+        if doc is not None and searcher.store.count(doc) == 0:
+            raise UsageError(
+                f"no document with doc_id {doc!r} in collection {s.collection!r} (the search output shows the "
+                "doc_id of each hit)"
+            )
         if image is not None:
-            try:
-                query = Image.open(image).convert("RGB")
-            except OSError as exc:
-                fail(f"cannot read query image {image}: {exc}")
+            query = open_image(image, Limits.from_settings(s))
             hits = searcher.search_image(query, top_k, doc, exact=exact)
         else:
             mode = mode or searcher.default_mode()
@@ -64,7 +72,10 @@ def search(
     lines = []
     for rank, row in enumerate(rows, 1):
         found = "+".join(row["signals"])
-        lines.append(f"{rank}. {row['score']:.4f}  {row['source']}  page {row['page']}  ({found})  [{row['point_id']}]")
+        lines.append(
+            f"{rank}. {row['score']:.4f}  {printable(row['source'])}  page {row['page']}  ({found})  "
+            f"doc {row['doc_id']}  [{row['point_id']}]"
+        )
         if "text" in row:
             lines.append("   " + row["text"].replace("\n", "\n   "))
     data = {

@@ -5,8 +5,8 @@ native query.
   exact MaxSim on `tokens` over the survivors; with `exact=True`, in a collection made before the fast path, or in
   one of at most `exact_below` pages, exact MaxSim over every page.
 - text: BM25 of the query text over the pages' `bm25` vectors.
-- hybrid: both, fused by reciprocal rank fusion in the same query; the batch also asks for the text ranking alone,
-  which tells which fused hits the text signal found.
+- hybrid: both, fused by weighted reciprocal rank fusion in the same query (search/fusion.py says with which
+  weights); the batch also asks for the text ranking alone, which tells which fused hits the text signal found.
 - rerank: BM25 candidates ordered by exact MaxSim.
 """
 
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from config import defaults
 from core.errors import StoreError, UsageError
 from core.pooling import spread_order
 from core.store import PagePoint, PageStore
 from core.store.layout import DENSE, POOLED
-from core.store.schema import BM25, RRF_K, TOKENS, Filter, Fusion, Nearest, Stage
+from core.store.schema import BM25, TOKENS, Filter, Nearest, Stage
 from core.tensors import unit_length
 from core.text import embed_query
+from search.fusion import FusionWeights, contribution, from_settings
 
 SEARCH_MODES = ("visual", "text", "hybrid", "rerank")
 
@@ -71,9 +73,10 @@ def search(
     exact: bool = False,
     text_query: str | None = None,
     mode: str = "visual",
+    fusion: FusionWeights | None = None,
 ) -> list[PagePoint]:
-    """The best `limit` pages for a query: its tokens (visual signal) and/or its text (BM25), by `mode`. Each
-    result's `signals` name the signals that found it."""
+    """The best `limit` pages for a query: its tokens (visual signal) and/or its text (BM25), by `mode`; `fusion`:
+    hybrid's weights (default: the settings' defaults). Each result's `signals` name the signals that found it."""
     check_mode(mode)
     query = None if tokens is None else np.asarray(tokens, dtype=np.float32)
     if mode != "text" and query is None:
@@ -81,34 +84,68 @@ def search(
     fast = not exact and mode != "text" and uses_fast_path(store)
     if mode == "visual":
         return _signed(store.query([visual(store, query, limit, doc_id, fast)])[0], ["visual"])
+    _require_text_index(store)
+    sparse = embed_query(text_query)
+    if sparse is None and mode != "hybrid":
+        return []  # no searchable word in the query (empty, or only stop words)
+    if mode == "text":
+        return _signed(store.query([text(sparse, limit, doc_id)])[0], ["text"])
+    if mode == "rerank":
+        exact_stage = visual(store, query, limit, doc_id, fast=False)
+        rerank = Stage(exact_stage.query, limit, Filter(TOKENS, doc_id), (text(sparse, pool_for(limit), doc_id),))
+        return _signed(store.query([rerank])[0], ["text", "visual"])
+    weights = fusion or from_settings(defaults())
+    by_visual, by_text = signal_stages(query, sparse, store, limit, doc_id, fast)
+    parts = (by_visual,) + ((by_text,) if by_text else ())
+    fused = Stage(weights.query(with_text=by_text is not None), limit, Filter(TOKENS, doc_id), parts)
+    results = store.query([fused] + ([by_text] if by_text else []))
+    hits, text_hits = results[0], results[1] if by_text else []
+    text_rank = {h.point_id: rank for rank, h in enumerate(text_hits)}
+    least_visual = contribution(by_visual.limit - 1, weights.visual, weights.k)  # the visual ranking's last page
+    for hit in hits:
+        # A hit's fused score is the sum of what each signal that found it adds: whatever the text rank does not
+        # account for came from the visual one (at least `least_visual`).
+        rank = text_rank.get(hit.point_id)
+        from_text = 0.0 if rank is None else contribution(rank, weights.text, weights.k)
+        seen = hit.score - from_text > 0.5 * least_visual
+        hit.signals = (["visual"] if seen else []) + ([] if rank is None else ["text"])
+    return hits
+
+
+def pool_for(limit: int) -> int:
+    """Candidates each signal contributes to fusion or reranking, for `limit` hits."""
+    return max(4 * limit, 40)
+
+
+def signal_stages(
+    query: np.ndarray, sparse, store: PageStore, limit: int, doc_id: str | None, fast: bool
+) -> tuple[Stage, Stage | None]:
+    """The two rankings hybrid fuses for `limit` hits, each `pool_for(limit)` deep: the visual one (the fast path,
+    or exact) and the text one (None when the query has no searchable word). Run on their own, they give what the
+    fused stage fuses (calibration fuses them again with other weights without asking Qdrant each time)."""
+    pool = pool_for(limit)
+    return visual(store, query, pool, doc_id, fast), (None if sparse is None else text(sparse, pool, doc_id))
+
+
+def signal_rankings(
+    store: PageStore, tokens: np.ndarray, text_query: str, limit: int, doc_id: str | None = None, exact: bool = False
+) -> tuple[list[PagePoint], list[PagePoint]]:
+    """The visual and the text ranking that hybrid would fuse for `limit` hits (the text one empty when the query
+    has no searchable word)."""
+    _require_text_index(store)
+    fast = not exact and store.has_fast_path()
+    query = np.asarray(tokens, dtype=np.float32)
+    by_visual, by_text = signal_stages(query, embed_query(text_query), store, limit, doc_id, fast)
+    results = store.query([by_visual] + ([by_text] if by_text else []))
+    return results[0], (results[1] if by_text else [])
+
+
+def _require_text_index(store: PageStore) -> None:
     if not store.has_text_index():
         raise StoreError(
             f"collection {store.collection!r} has no text index (it was made before text search): search it "
             "with mode 'visual', or ingest the documents again into a new TOKENDIRECT_COLLECTION"
         )
-    sparse = embed_query(text_query)
-    if sparse is None and mode != "hybrid":
-        return []  # no searchable word in the query (empty, or only stop words)
-    pool = max(4 * limit, 40)  # candidates each signal contributes to fusion or reranking
-    by_text = None if sparse is None else text(sparse, pool, doc_id)
-    if mode == "text":
-        return _signed(store.query([text(sparse, limit, doc_id)])[0], ["text"])
-    if mode == "rerank":
-        exact_stage = visual(store, query, limit, doc_id, fast=False)
-        rerank = Stage(exact_stage.query, limit, Filter(TOKENS, doc_id), (by_text,))
-        return _signed(store.query([rerank])[0], ["text", "visual"])
-    parts = (visual(store, query, pool, doc_id, fast),) + ((by_text,) if by_text else ())
-    fused = Stage(Fusion(k=RRF_K), limit, Filter(TOKENS, doc_id), parts)
-    results = store.query([fused] + ([by_text] if by_text else []))
-    hits, text_hits = results[0], results[1] if by_text else []
-    text_rank = {h.point_id: rank for rank, h in enumerate(text_hits)}
-    for hit in hits:
-        # A hit's fused score is the sum of 1 / (RRF_K + rank) over the signals that found it: whatever the text
-        # rank does not account for came from the visual one (at least 1 / (RRF_K + pool)).
-        rank = text_rank.get(hit.point_id)
-        seen = hit.score - (0.0 if rank is None else 1.0 / (RRF_K + rank)) > 0.5 / (RRF_K + pool)
-        hit.signals = (["visual"] if seen else []) + ([] if rank is None else ["text"])
-    return hits
 
 
 def _signed(hits: list[PagePoint], signals: list[str]) -> list[PagePoint]:

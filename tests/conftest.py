@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from config import Settings  # noqa: E402
 from core.model import OcrModel  # noqa: E402
 from core.testmodel import make_test_model  # noqa: E402
-from tests.helpers import make_docs  # noqa: E402
+from tests.helpers import make_docs, settings_for  # noqa: E402
 
 BACKENDS = ["edge", "memory"]
 
@@ -31,15 +31,7 @@ def other_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def settings(tmp_path, tiny_model_dir) -> Settings:
     """The embedded engine, whatever TOKENDIRECT_QDRANT_URL says (the store contract reads that one itself)."""
-    return Settings(
-        model=str(tiny_model_dir),
-        data_dir=tmp_path / "data",
-        device="cpu",
-        batch_size=2,
-        max_new_tokens=12,
-        qdrant_url=None,
-        qdrant_api_key=None,
-    )
+    return settings_for(tiny_model_dir, tmp_path / "data")
 
 
 @pytest.fixture(params=BACKENDS)

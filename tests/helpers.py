@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,61 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# -- stored pages and runs that are killed -----------------------------------------------------------------------
+
+
+def small_pdf(path: Path, texts: list[str]) -> Path:
+    images = [page_image([t], size=SMALL) for t in texts]
+    images[0].save(path, save_all=True, append_images=images[1:], resolution=100)
+    return path
+
+
+def small_tiff(path: Path, texts: list[str]) -> Path:
+    images = [page_image([t], size=SMALL) for t in texts]
+    images[0].save(path, save_all=True, append_images=images[1:])
+    return path
+
+
+def make_folder(folder: Path) -> Path:
+    """Three files, six pages: with batch size 2 the batches are [a1 a2] [a3 b1] [c1 c2]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    small_pdf(folder / "a.pdf", ["alpha one", "alpha two", "alpha three"])
+    page_image(["bravo"], size=SMALL).save(folder / "b.png")
+    small_tiff(folder / "c.tiff", ["charlie one", "charlie two"])
+    return folder
+
+
+def expected_ids(folder: Path) -> set[str]:
+    """The point ids the files in `folder` call for: each page of each file, once."""
+    from core.pages import count_pages, file_digest, point_id
+
+    ids = set()
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            ids.update(point_id(file_digest(f), k) for k in range(1, count_pages(f) + 1))
+    return ids
+
+
+def stored(data: Path, collection: str = "pages") -> dict[str, dict]:
+    """point id -> payload of every page in the embedded store (read after the subprocess has let go)."""
+    from core.store import EdgeStore
+
+    store = EdgeStore(data / "qdrant" / collection, collection, wait=5)
+    try:
+        return {p.point_id: p.payload for batch in store.scroll(256, with_tokens=False) for p in batch}
+    finally:
+        store.close()
+
+
+def killed(args, env, cwd, stage: str) -> subprocess.CompletedProcess:
+    """`tokendirect ingest ARGS... --json` killed with SIGKILL at `stage` (the TOKENDIRECT_CRASH_AT test hook)."""
+    from ingest.hooks import CRASH_ENV
+
+    proc = run_cli(["ingest", *args, "--json"], {**env, CRASH_ENV: stage}, cwd)
+    assert proc.returncode == -signal.SIGKILL, (stage, proc.returncode, proc.stderr[-2000:])
+    return proc
+
+
 # -- token sets --------------------------------------------------------------------------------------------------
 
 
@@ -61,6 +117,33 @@ def bfloat16_tokens(rng: np.random.Generator, rows: int, dim: int, scale: float 
     """What the encoder produces: bfloat16 values (float32 with the low 16 bits cleared)."""
     x = rng.normal(scale=scale, size=(rows, dim)).astype(np.float32)
     return (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+# -- settings ------------------------------------------------------------------------------------------------------
+
+
+def settings_for(model_dir: Path, data_dir: Path, **extra):
+    """The embedded engine on `data_dir` with the model at `model_dir`, whatever the environment says."""
+    from config import Settings
+
+    values = dict(
+        model=str(model_dir),
+        data_dir=data_dir,
+        device="cpu",
+        batch_size=2,
+        max_new_tokens=12,
+        qdrant_url=None,
+        qdrant_api_key=None,
+    )
+    return Settings(**{**values, **extra})
+
+
+def ingest_here(settings, *paths, **options) -> dict:
+    """An ingest through the Python API in this process (the model is loaded once for the whole suite): its report."""
+    from ingest import Ingestor
+
+    with Ingestor.from_settings(settings) as ingestor:
+        return ingestor.ingest(paths, **options).to_dict()
 
 
 # -- the command line --------------------------------------------------------------------------------------------
@@ -109,3 +192,32 @@ def usage_error(proc: subprocess.CompletedProcess) -> str:
     # A quoted name stays whole (no quote stripped off the end of the message).
     assert errors[0].count("'") % 2 == 0, errors[0]
     return errors[0]
+
+
+# -- small file systems ------------------------------------------------------------------------------------------
+
+
+def mount(target: Path, *options: str) -> str | None:
+    """Mount at `target` (`mount OPTIONS... target`), as root; None when mounted, else why not (for a skip)."""
+    target.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return "mounting a file system needs root"
+    proc = subprocess.run(["mount", *options, str(target)], capture_output=True, text=True, check=False)
+    return None if proc.returncode == 0 else f"cannot mount here: {proc.stderr.strip() or proc.returncode}"
+
+
+def unmount(target: Path) -> None:
+    subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+
+
+def fill_disk(folder: Path, leave: int) -> Path:
+    """Fill the file system holding `folder` until about `leave` bytes stay free; returns the filler file."""
+    filler = folder / "filler"
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    if free > leave:
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.posix_fallocate(fd, os.fstat(fd).st_size, free - leave)
+        finally:
+            os.close(fd)
+    return filler

@@ -77,6 +77,8 @@ def test_info(lib, tiny_model_dir):
     assert info["dimension"] == config["text_config"]["hidden_size"]
     assert info["points"] == 5
     assert info["documents"] == 3
+    # the embedded store is one shard, one copy (a server reports what the collection was created with)
+    assert [info[k] for k in ("shard_number", "replication_factor", "write_consistency_factor")] == [1, 1, 1]
 
 
 def test_search_returns_ranked_hits(lib):

@@ -11,6 +11,7 @@ from cli.evaluation import RUNS, evaluate, load_set, metrics
 from cli.sample import DOCUMENTS, QUERIES, SCANS, build_sample, write_text_pdf
 from core.errors import InputError
 from core.text import pdf_page_texts
+from search import Searcher
 from tests.helpers import cli_env, ok_json, page_image, run_cli, usage_error
 
 
@@ -47,7 +48,9 @@ def test_metrics_by_hand():
     ideal = 2 + 1 / math.log2(3)
     assert m["ndcg_at_5"] == pytest.approx((1 / math.log2(3)) / ideal)
     assert (m["recall_at_1"], m["recall_at_5"], m["recall_at_10"], m["mrr"]) == (0.0, 0.5, 1.0, 0.5)
+    assert m["hit_at_5"] == 1.0 and metrics(["a", "b", "c", "d", "e", "f"], {"f": 1.0})["hit_at_5"] == 0.0
     assert metrics([], {"a": 1.0}) == {
+        "hit_at_5": 0.0,
         "ndcg_at_5": 0.0,
         "recall_at_1": 0.0,
         "recall_at_5": 0.0,
@@ -75,6 +78,11 @@ def test_the_layout_is_checked_line_by_line(tmp_path):
             load_set(root)
     qrels.write_text("{oops\n")
     with pytest.raises(InputError, match="line 1: not JSON"):
+        load_set(root)
+    write_qrels(root, SMALL)
+    queries = root / "queries.jsonl"
+    queries.write_text(json.dumps({"query-id": "q1", "query": "zymurgy", "image": "queries/q1.png"}) + "\n")
+    with pytest.raises(InputError, match="queries.jsonl line 1: image 'queries/q1.png' is not a file"):
         load_set(root)
 
 
@@ -106,26 +114,46 @@ def test_evaluate_reports_every_run_and_reuses_its_collection(settings, tmp_path
         pytest.approx(2 / 3, abs=1e-4),
         pytest.approx(2 / 3, abs=1e-4),
     )
+    assert text.hit_at_5 == pytest.approx(2 / 3, abs=1e-4)
     assert runs["hybrid"].recall_at_10 == 1.0 and runs["visual"].recall_at_10 == 1.0  # 3 pages, all seen
+    assert runs["hybrid"].hit_at_5 == runs["hybrid-calibrated"].hit_at_5 == 1.0  # 3 pages: all in the top 5
     assert runs["rerank"].recall_at_10 == pytest.approx(2 / 3, abs=1e-4)
+    assert report.fusion["source"] == "default" and not report.saved_weights
+    assert report.calibration["queries"] == 3 and report.calibration["record"]["calibrated_on"] == str(root)
     assert runs["text"].latency_ms_mean < runs["visual"].latency_ms_mean  # text needs no query encoding
     assert all(r.search_ms_mean > 0 for r in report.runs)
 
     (root / "corpus" / "letter.png").unlink()  # a page leaves the corpus: it leaves the collection too
     write_qrels(root, {**SMALL, "q3": ("a scanned letter", "guide.pdf#1")})
-    again = evaluate(root, settings)
+    again = evaluate(root, settings, save_weights=True)
     assert again.pages == 2 and again.text_pages["none"] == 0
+    # the calibrated weights are kept with the collection, and every later hybrid search uses them
+    assert again.saved_weights and again.fusion["source"] == "default"
+    with Searcher.from_settings(settings.model_copy(update={"collection": "eval-small"})) as searcher:
+        weights = searcher.fusion().to_dict()
+        assert weights == {**again.calibration["weights"], "source": "collection"}
+    assert evaluate(root, settings).fusion["source"] == "collection"
 
 
 def test_the_eval_command(tiny_model_dir, tmp_path):
     root = write_set(tmp_path / "small", SMALL)
+    # the scanned letter's query asks the visual signal with the page's own image
+    (root / "queries").mkdir()
+    page_image(["Scanned letter", "Dear Sir"], size=(600, 600)).save(root / "queries" / "q3.png")
+    lines = (root / "queries.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({**json.loads(lines[2]), "image": "queries/q3.png"})
+    (root / "queries.jsonl").write_text("\n".join(lines) + "\n")
     env = cli_env(tiny_model_dir, tmp_path / "data")
-    data = ok_json(run_cli(["eval", root, "--json"], env, tmp_path))
+    data = ok_json(run_cli(["eval", root, "--json", "--save-weights"], env, tmp_path))
     assert [r["run"] for r in data["runs"]] == [label for label, _, _ in RUNS]
+    assert data["saved_weights"] and data["runs"][0]["recall_at_1"] >= 1 / 3 - 1e-4  # the image finds its page
     assert data["runs"][2]["mode"] == "text" and data["runs"][1]["exact"] is True
     on_set = env | {"TOKENDIRECT_COLLECTION": "eval-small"}
     hits = ok_json(run_cli(["search", "zymurgy", "--mode", "text", "--json"], on_set, tmp_path))
     assert hits["mode"] == "text" and [(h["page"], h["signals"]) for h in hits["hits"]] == [(1, ["text"])]
+    text = run_cli(["eval", root], env, tmp_path).stdout  # the table: every run with its hit@5
+    assert "hybrid: RRF k=" in text and "(collection)" in text and "leave-one-out" in text
+    assert all(f"\n{label} " in text for label, _, _ in RUNS) and "hit@5" in text
     info = ok_json(run_cli(["info", "--json"], on_set, tmp_path))
     assert (info["points"], info["text_search"], info["pages_with_text"]) == (3, True, 2)
     assert "no corpus/ folder" in usage_error(run_cli(["eval", tmp_path / "nothing"], env, tmp_path))

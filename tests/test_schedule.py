@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,51 +19,25 @@ from pathlib import Path
 
 import pytest
 
-from core.pages import count_pages, file_digest, point_id
+from core.pages import file_digest
 from core.store import EdgeStore
 from ingest import Ingestor
-from ingest.hooks import CRASH_ENV
 from ingest.runlog import RUN_LOG
-from tests.helpers import CLI, SMALL, cli_env, page_image, run_cli, usage_error
-
-
-def small_pdf(path: Path, texts: list[str]) -> Path:
-    images = [page_image([t], size=SMALL) for t in texts]
-    images[0].save(path, save_all=True, append_images=images[1:], resolution=100)
-    return path
-
-
-def small_tiff(path: Path, texts: list[str]) -> Path:
-    images = [page_image([t], size=SMALL) for t in texts]
-    images[0].save(path, save_all=True, append_images=images[1:])
-    return path
-
-
-def make_folder(folder: Path) -> Path:
-    """Three files, six pages: with batch size 2 the batches are [a1 a2] [a3 b1] [c1 c2]."""
-    folder.mkdir(parents=True, exist_ok=True)
-    small_pdf(folder / "a.pdf", ["alpha one", "alpha two", "alpha three"])
-    page_image(["bravo"], size=SMALL).save(folder / "b.png")
-    small_tiff(folder / "c.tiff", ["charlie one", "charlie two"])
-    return folder
-
-
-def expected_ids(folder: Path) -> set[str]:
-    """The point ids the files in `folder` call for: each page of each file, once."""
-    ids = set()
-    for f in sorted(folder.iterdir()):
-        if f.is_file():
-            ids.update(point_id(file_digest(f), k) for k in range(1, count_pages(f) + 1))
-    return ids
-
-
-def stored(data: Path) -> dict[str, dict]:
-    """point id -> payload of every page in the embedded store (read after the subprocess has let go)."""
-    store = EdgeStore(data / "qdrant" / "pages", "pages", wait=5)
-    try:
-        return {p.point_id: p.payload for batch in store.scroll(256, with_tokens=False) for p in batch}
-    finally:
-        store.close()
+from tests.helpers import (
+    CLI,
+    SMALL,
+    cli_env,
+    expected_ids,
+    ingest_here,
+    killed,
+    make_folder,
+    page_image,
+    run_cli,
+    small_pdf,
+    small_tiff,
+    stored,
+    usage_error,
+)
 
 
 def assert_whole(points: dict[str, dict]) -> None:
@@ -81,25 +54,13 @@ def env_for(model_dir: Path, data: Path, **extra) -> dict[str, str]:
     return cli_env(model_dir, data, TOKENDIRECT_BATCH_SIZE="2", **extra)
 
 
-def ingest(settings, *paths, prune: bool = False) -> dict:
-    """A run through the Python API in this process (the model is loaded once for the whole suite)."""
-    with Ingestor.from_settings(settings) as ingestor:
-        return ingestor.ingest(paths, prune=prune).to_dict()
-
-
-def killed(args, env, cwd, stage: str) -> subprocess.CompletedProcess:
-    proc = run_cli(["ingest", *args, "--json"], {**env, CRASH_ENV: stage}, cwd)
-    assert proc.returncode == -signal.SIGKILL, (stage, proc.returncode, proc.stderr[-2000:])
-    return proc
-
-
 def test_a_run_killed_after_a_write_is_completed_by_the_next(tmp_path, tiny_model_dir, settings):
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
     killed([folder], env_for(tiny_model_dir, data), tmp_path, "after_upsert:2")
     before = stored(data)
     assert 0 < len(before) < 6 and before.keys() <= expected_ids(folder)
 
-    report = ingest(settings, folder)
+    report = ingest_here(settings, folder)
     assert report["failures"] == []
     after = stored(data)
     assert after.keys() == expected_ids(folder)
@@ -113,13 +74,13 @@ def test_a_run_killed_after_a_write_is_completed_by_the_next(tmp_path, tiny_mode
 
 def test_a_moved_file_keeps_its_pages_and_a_deleted_one_goes_only_with_prune(tmp_path, settings):
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
-    ingest(settings, folder)
+    ingest_here(settings, folder)
     (folder / "c.tiff").rename(folder / "c-moved.tiff")
     (folder / "b.png").unlink()
-    report = ingest(settings, folder)
+    report = ingest_here(settings, folder)
     assert report["pages_added"] == 0 and report["failures"] == []  # no re-encoding
     assert len(stored(data)) == 6 and report["documents_pruned"] == []
-    report = ingest(settings, folder, prune=True)
+    report = ingest_here(settings, folder, prune=True)
     assert report["pages_added"] == 0 and report["failures"] == []
     assert [Path(p).name for p in report["documents_pruned"]] == ["b.png"]
     after = stored(data)
@@ -129,9 +90,9 @@ def test_a_moved_file_keeps_its_pages_and_a_deleted_one_goes_only_with_prune(tmp
 
 def test_a_touched_file_is_not_stored_again_and_its_new_mtime_is_recorded(tmp_path, settings):
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
-    ingest(settings, folder)
+    ingest_here(settings, folder)
     os.utime(folder / "a.pdf", ns=(1_000_000_000, 1_000_000_000))
-    report = ingest(settings, folder)
+    report = ingest_here(settings, folder)
     assert report["pages_added"] == 0
     assert report["documents_skipped"] == [str(folder / name) for name in ("a.pdf", "b.png", "c.tiff")]
     assert {p["file_mtime_ns"] for p in stored(data).values() if Path(p["source"]).name == "a.pdf"} == {1_000_000_000}
@@ -145,7 +106,7 @@ def test_an_unfinished_document_of_a_changed_file_is_cleaned(tmp_path, tiny_mode
     assert {p["doc_id"] for p in stored(data).values()} == {old_a}
 
     small_pdf(folder / "a.pdf", ["alpha, second edition", "new page two", "new three"])  # changed meanwhile
-    report = ingest(settings, folder)
+    report = ingest_here(settings, folder)
     assert report["failures"] == []
     assert stored(data).keys() == expected_ids(folder)
     assert [Path(p).name for p in report["documents_cleaned"]] == ["a.pdf"]
@@ -155,13 +116,13 @@ def test_an_update_never_leaves_a_gap(tmp_path, tiny_model_dir, settings):
     """An update killed after the new version is whole but before the old one goes: both are whole, never neither;
     the next run ends the update."""
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
-    ingest(settings, folder)
+    ingest_here(settings, folder)
     small_tiff(folder / "c.tiff", ["charlie revised", "two", "and three"])
     killed([folder], env_for(tiny_model_dir, data), tmp_path, "before_delete:1")
     between = stored(data)
     assert_whole(between)
     assert expected_ids(folder) <= between.keys() and len(between) == 7 + 2  # c.tiff: 3 new pages, 2 old
-    report = ingest(settings, folder)
+    report = ingest_here(settings, folder)
     assert report["failures"] == []
     assert stored(data).keys() == expected_ids(folder)
     assert [Path(p).name for p in report["documents_updated"]] == ["c.tiff"]
@@ -172,7 +133,7 @@ def test_killed_at_a_moment_chosen_by_time(tmp_path, tiny_model_dir, settings):
     """SIGKILL 0.7 s after the first page write begins, wherever the run then is."""
     folder, data = make_folder(tmp_path / "docs"), settings.data_dir
     killed([folder], env_for(tiny_model_dir, data), tmp_path, "before_upsert:1+0.7")
-    report = ingest(settings, folder)
+    report = ingest_here(settings, folder)
     assert report["failures"] == []
     assert stored(data).keys() == expected_ids(folder)
     assert report["pages_added"] + report["pages_skipped"] == 6
@@ -248,7 +209,7 @@ def test_a_command_that_cannot_get_the_shard_in_time_names_the_holder(tmp_path, 
     folder = tmp_path / "docs"
     folder.mkdir()
     page_image(["held"], size=SMALL).save(folder / "held.png")
-    ingest(settings, folder)
+    ingest_here(settings, folder)
     env = cli_env(tiny_model_dir, settings.data_dir, TOKENDIRECT_STORE_WAIT="0.5")
     with open_store(settings) as store:
         store.count()  # this process holds the shard now
@@ -298,7 +259,7 @@ def test_odd_names_are_stored_and_unreadable_files_named(tmp_path, settings):
         ]
         assert sorted(report["documents_added"]) == sorted([str(folder / "caf\\xe9-latin1.png"), str(long_name)])
         secret.unlink()  # root could read it now
-        report = ingest(s, folder, prune=True)
+        report = ingest_here(s, folder, prune=True)
         assert report["pages_added"] == 0 and report["pages_skipped"] == 2 and report["documents_pruned"] == []
     finally:
         shutil.rmtree(root, ignore_errors=True)

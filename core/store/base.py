@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from core.errors import StoreError, UsageError
+from core.errors import CollectionExists, StoreError, UsageError
 from core.model import ModelIdentity
 from core.store import record as records
+from core.store.cluster import EMBEDDED
 from core.store.layout import SearchLayout
 from core.store.schema import (
     BM25,
@@ -60,31 +62,44 @@ class PageStore(ABC):
     layout: SearchLayout
     _record: dict | None = None  # the collection record, once read (or written)
     _bm25_known: bool = False  # the collection has the `bm25` vector (only "yes" is kept: it never goes away)
+    # Seconds a writer waits for the record of a collection that exists without one: where others can see a new
+    # collection before its record (a server), another writer may have just created it. 0: creation is atomic.
+    record_wait: float = 0.0
 
     # -- collection record -----------------------------------------------------------------------------------
 
     def bind(self, identity: ModelIdentity, create: bool = True) -> None:
-        """Create the collection for `identity`, or check that it was built with exactly that model."""
-        record = self.record()
+        """Create the collection for `identity`, or check that it was built with exactly that model. Writers on
+        several hosts may create it at the same moment; the one that loses the race takes the winner's collection
+        once its record is written."""
+        record = self.record(wait=self.record_wait if create else 0)
         if record is None:
             if not create:
                 raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
             chunks = chunks_for(identity.dim, identity.max_tokens)
-            self._create(schema(identity.dim, self.layout, chunks))
             try:
-                self.ensure_indexes()
-                record = records.new_record(identity, self.layout, chunks)
-                self._upsert([(records.META_ID, {}, record)])
-                self._record = record
-            except BaseException:
-                # A collection without its record would be refused forever ("not made by token-direct").
-                self.discard()
-                raise
-            return
+                self._create(schema(identity.dim, self.layout, chunks))
+            except CollectionExists:
+                record = self.record(wait=self.record_wait)  # checked below like any existing collection's
+            else:
+                try:
+                    self.ensure_indexes()
+                    record = records.new_record(identity, self.layout, chunks)
+                    self._upsert([(records.META_ID, {}, record)])
+                    self._record = record
+                except BaseException:
+                    # A collection without its record would be refused forever ("not made by token-direct").
+                    self.discard()
+                    raise
+                return
         self._adopt(record)
         records.check_model(record, identity, self.collection)
         if create:
             self.ensure_indexes()  # collections made before an index was added get it on their next ingest
+
+    def distribution(self) -> dict:
+        """How the collection is spread over a cluster (shard_number, replication_factor, write_consistency_factor)."""
+        return EMBEDDED.to_dict()
 
     def _adopt(self, record: dict) -> None:
         """Take the derivation the collection was built with from its record."""
@@ -146,17 +161,27 @@ class PageStore(ABC):
         except Exception as exc:  # the original failure is the one to report
             log.warning("could not remove the unfinished collection %r: %s", self.collection, exc)
 
-    def record(self) -> dict | None:
-        """The collection's record (model, revision, dim), or None when the collection does not exist."""
-        if not self._exists():
-            return None
-        found = self._retrieve([records.META_ID], None)
-        if not found:
-            raise StoreError(
-                f"collection {self.collection!r} exists but holds no token-direct record (another program made it, "
-                "or its creation was cut off): delete it, or set another TOKENDIRECT_COLLECTION"
-            )
-        return dict(found[0][1] or {})
+    def record(self, wait: float = 0.0) -> dict | None:
+        """The collection's record (model, revision, dim), or None when the collection does not exist. A collection
+        without a record is waited on up to `wait` seconds: another writer may have just created it."""
+        deadline = time.monotonic() + wait
+        while self._exists():
+            found = self._retrieve([records.META_ID], None)
+            if found:
+                return dict(found[0][1] or {})
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"collection {self.collection!r} exists but holds no token-direct record (another program made "
+                    "it, or its creation was cut off): delete it, or set another TOKENDIRECT_COLLECTION"
+                )
+            time.sleep(0.2)
+        return None
+
+    def save_fusion(self, fields: dict) -> None:
+        """Keep hybrid search's calibrated weights in the collection record (record.FUSION), for every later search."""
+        if self.record() is None:
+            raise StoreError(f"collection {self.collection!r} does not exist yet; ingest documents first")
+        self._set_payload(records.META_ID, {records.FUSION: fields})
 
     # -- pages -----------------------------------------------------------------------------------------------
 
@@ -261,6 +286,10 @@ class PageStore(ABC):
     def documents(self) -> dict[str, int]:
         """doc_id -> number of stored pages."""
         return {value: n for value, n in self._facet("doc_id").items() if n} if self._exists() else {}
+
+    def collections(self) -> list[str]:
+        """The names of the collections this store holds (this one among them once it exists)."""
+        return [self.collection] if self._exists() else []
 
     def delete_document(self, doc_id: str) -> None:
         if self._exists():

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import StoreError, first_line
+from core.errors import CollectionExists, StoreError, first_line
 from core.store.base import NOT_IN_HITS, PageStore, Raw
+from core.store.cluster import FIELDS, Distribution
 from core.store.layout import SearchLayout
 from core.store.schema import TOKENS, Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES
@@ -63,6 +64,7 @@ def request_groups(vectors: dict[str, Any], payload: dict, max_bytes: int, value
 
 
 class ClientStore(PageStore):
+    record_wait = 60.0  # a collection is created, indexed, then given its record, in separate requests
     retry_attempts = 4
     retry_delay = 0.5  # seconds before the second attempt; doubles each time (0.5 + 1 + 2 s in all)
 
@@ -75,6 +77,7 @@ class ClientStore(PageStore):
         grpc_port: int = 0,
         layout: SearchLayout | None = None,
         max_request_bytes: int = 32 << 20,
+        distribution: Distribution = Distribution(),
     ):
         self.client = client
         self.collection = collection
@@ -83,6 +86,7 @@ class ClientStore(PageStore):
         self.timeout = timeout
         self.grpc_port = grpc_port
         self.max_request_bytes = max_request_bytes
+        self.distribution_asked = distribution  # for a collection this store creates
 
     @classmethod
     def connect(
@@ -94,6 +98,7 @@ class ClientStore(PageStore):
         grpc_port: int = 6334,
         layout: SearchLayout | None = None,
         max_request_bytes: int = 32 << 20,
+        distribution: Distribution = Distribution(),
     ) -> "ClientStore":
         from qdrant_client import QdrantClient
 
@@ -108,7 +113,7 @@ class ClientStore(PageStore):
                 grpc_port=grpc_port or 6334,
                 check_compatibility=False,  # its warning would precede our own, clearer, error
             )
-        store = cls(client, collection, url, timeout, grpc_port, layout, max_request_bytes)
+        store = cls(client, collection, url, timeout, grpc_port, layout, max_request_bytes, distribution)
         try:
             store._call(client.get_collections)  # fail now, clearly, if the server cannot be used
         except StoreError:
@@ -207,6 +212,9 @@ class ClientStore(PageStore):
     def _exists(self) -> bool:
         return bool(self._call(self.client.collection_exists, self.collection))
 
+    def collections(self) -> list[str]:
+        return sorted(c.name for c in self._call(self.client.get_collections).collections)
+
     def _create(self, vectors: list[VectorSpec]) -> None:
         from qdrant_client import models as m
 
@@ -214,7 +222,21 @@ class ClientStore(PageStore):
         sparse = {
             v.name: m.SparseVectorParams(modifier=m.Modifier.IDF if v.idf else None) for v in vectors if v.size is None
         }
-        self._write(self.client.create_collection, vectors_config=dense, sparse_vectors_config=sparse)
+        try:
+            self._write(
+                self.client.create_collection,
+                vectors_config=dense,
+                sparse_vectors_config=sparse,
+                **self.distribution_asked.requested(),
+            )
+        except Exception:
+            if self._exists():  # another writer (an ingest worker on another host) created it at the same moment
+                raise CollectionExists(f"collection {self.collection!r} was created by another writer") from None
+            raise
+
+    def distribution(self) -> dict:
+        params = self._call(self.client.get_collection, self.collection).config.params
+        return {name: getattr(params, name, None) for name in FIELDS}
 
     def _create_index(self, name: str, kind: str) -> None:
         from qdrant_client import models as m

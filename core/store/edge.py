@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import StoreError
+from core.errors import CollectionExists, StoreError
+from core.store import disk
 from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
 from core.store.schema import Filter, Fusion, Stage, VectorSpec
@@ -38,6 +39,7 @@ class EdgeStore(PageStore):
         self._depth = 0  # open windows; the shard is given back when the outermost one closes
         self._keep_open = False  # inside `holding()`
         self._unindexed = 0  # pages written through this handle since the last optimize
+        self._unindexed_bytes = 0  # and the bytes of their vectors
 
     # -- holding the shard -----------------------------------------------------------------------------------
 
@@ -53,6 +55,7 @@ class EdgeStore(PageStore):
         return self._held is not None
 
     def _hold(self, opener) -> HeldShard:
+        disk.require(self.path, 0, "open the embedded store")  # opening may grow its files (WAL, mapped chunks)
         held = hold_shard(self.path, opener, self.wait)
         self.waited_s = held.lock.waited_s
         return held
@@ -93,6 +96,13 @@ class EdgeStore(PageStore):
 
     # -- collection ------------------------------------------------------------------------------------------
 
+    def collections(self) -> list[str]:
+        """The collections of this data directory (each a shard folder beside this one); nothing is opened."""
+        try:
+            return sorted(p.name for p in self.path.parent.iterdir() if (p / "edge_config.json").is_file())
+        except OSError:
+            return []
+
     def _exists(self) -> bool:
         return self._held is not None or (self.path / "edge_config.json").exists() or (self.path / "wal").exists()
 
@@ -108,8 +118,17 @@ class EdgeStore(PageStore):
         config = q.EdgeConfig(
             vectors=dense, sparse_vectors=sparse, optimizers=q.EdgeOptimizersConfig(indexing_threshold=1000)
         )
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._held = HANDLES.acquire(self._key, lambda: self._hold(lambda: q.EdgeShard.create(str(self.path), config)))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(disk.data_dir_problem(self.path, exc)) from None
+
+        def create():
+            if self._exists():  # another process made it while this one waited for the shard
+                raise CollectionExists(f"collection {self.collection!r} was created by another process")
+            return q.EdgeShard.create(str(self.path), config)
+
+        self._held = HANDLES.acquire(self._key, lambda: self._hold(create))
 
     def _create_index(self, name: str, kind: str) -> None:
         q = _edge()
@@ -132,17 +151,29 @@ class EdgeStore(PageStore):
 
     def _upsert(self, rows) -> None:
         q = _edge()
+        size = sum(getattr(v, "nbytes", 0) for _, vecs, _ in rows for v in vecs.values())
+        disk.require(self.path, int(disk.WRITE_FACTOR * size), f"write {len(rows)} more pages")
         # A point copies its vectors into the engine when made, so only one page's lists live at a time.
         points = [q.Point(pid, {k: _vector(v) for k, v in vecs.items()}, payload) for pid, vecs, payload in rows]
         self._write(q.UpdateOperation.upsert_points(points))
         self._unindexed += len(rows)
+        self._unindexed_bytes += size
         if self._unindexed >= OPTIMIZE_EVERY:
             self.optimize()
 
     def optimize(self) -> None:
         if self.shard is not None:
-            self.shard.optimize()
+            disk.require(
+                self.path,
+                int(disk.INDEX_FACTOR * self._unindexed_bytes),
+                "build the search index of the pages written (they are stored; searches work without it, slower)",
+            )
+            try:
+                self.shard.optimize()
+            except Exception as exc:  # the engine raises plain Exceptions
+                raise StoreError(disk.engine_problem(self.path, exc, "build the search index of")) from None
         self._unindexed = 0
+        self._unindexed_bytes = 0
 
     def _retrieve(self, ids, vectors) -> list[Raw]:
         if self.shard is None:
@@ -185,11 +216,12 @@ class EdgeStore(PageStore):
             self._write(_edge().UpdateOperation.delete_points_by_filter(_filter(filter)))
 
     def _write(self, operation) -> None:
+        disk.require(self.path, 0, "update the embedded store")  # small writes too: the log grows in chunks
         try:
             self.shard.update(operation)
             self.shard.flush()
         except Exception as exc:  # the engine raises plain Exceptions (a read-only disk, for one)
-            raise StoreError(f"cannot update the embedded store {self.path}: {exc}") from None
+            raise StoreError(disk.engine_problem(self.path, exc, "update")) from None
 
     def _query(self, requests: list[Stage]) -> list[list[Raw]]:
         q = _edge()

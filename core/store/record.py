@@ -16,6 +16,7 @@ META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
 #    older schema is read and searched, and takes new pages once exported and imported into a new collection.
 SCHEMA_VERSION = 3
 FAST_SCHEMA = 2
+FUSION = "fusion"  # hybrid search's weights, once calibrated for the collection (search/fusion.py)
 
 
 def new_record(identity: ModelIdentity, layout: SearchLayout, chunks: int) -> dict:
@@ -47,7 +48,7 @@ def has_fast_path(record: dict) -> bool:
 def check_model(record: dict, identity: ModelIdentity, collection: str) -> None:
     """Refuse a model other than the one the collection was built with."""
     built = built_with(record)
-    if built != identity:
+    if not built.same_weights(identity):
         raise ModelMismatchError(
             f"collection {collection!r} was built with {describe(built)}; "
             f"the configured model is {describe(identity)}. Tokens from one checkpoint are never searched "

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from core.errors import BusyError, StoreError
 from core.locks import FileLock, command_line
+from core.store.disk import data_dir_problem, engine_problem
 
 log = logging.getLogger("tokendirect.store")
 
@@ -79,7 +80,7 @@ def hold_shard(path: Path, opener: Callable[[], Any], wait: float) -> HeldShard:
     except BusyError as exc:
         raise StoreError(busy_message(path, exc.holder, wait)) from None
     except OSError as exc:  # a read-only data directory, for one
-        raise StoreError(f"cannot open the embedded store {path}: {lock_path}: {exc.strerror}") from None
+        raise StoreError(data_dir_problem(path, exc)) from None
     if lock.stale:
         log.info("took over the embedded store from %s, which no longer runs", lock.stale.describe())
     try:
@@ -87,10 +88,12 @@ def hold_shard(path: Path, opener: Callable[[], Any], wait: float) -> HeldShard:
             try:
                 shard = opener()
                 break
+            except StoreError:
+                raise
             except Exception as exc:
                 # A holder that does not take the lock file (an older version) still holds the WAL.
                 if "WouldBlock" not in str(exc):
-                    raise StoreError(f"cannot open the embedded store {path}: {exc}") from None
+                    raise StoreError(engine_problem(path, exc)) from None
                 if time.monotonic() >= deadline:
                     raise StoreError(busy_message(path, None, wait)) from None
                 time.sleep(0.05)

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.errors import StoreError, TransferError
 from core.store.base import PageStore
-from core.store.record import built_with
+from core.store.record import FUSION, built_with
 from core.store.storage import PagePoint, from_storage, to_storage
 
 FORMAT = "token-direct-export"
@@ -50,6 +50,7 @@ class ExportReport:
     bytes: int
     digest: str
     verified: bool  # the file was read back: every page's tokens match the digest taken from the store
+    unfinished: list[str] = field(default_factory=list)  # sources of documents that lack pages (an interrupted ingest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,12 +86,16 @@ def export_collection(store: PageStore, path: str | Path, batch_size: int = DEFA
     partial = path.with_name(path.name + ".partial")
     digests = hashlib.sha256()
     points = batches = 0
+    documents: dict[str, list] = {}  # doc_id -> [pages it has, pages exported, source]
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             zf.writestr("collection.json", json.dumps({"format": FORMAT, "version": VERSION, "record": record}))
             for batch in store.scroll(batch_size, with_tokens=True):
                 entries, vectors = [], []
                 for p in batch:
+                    doc = documents.setdefault(p.payload.get("doc_id"), [p.payload.get("pages", 0), 0, ""])
+                    doc[1] += 1
+                    doc[2] = str(p.payload.get("source", ""))
                     form = to_storage(p.tokens)
                     digest = token_digest(p.tokens)
                     digests.update(digest.encode())
@@ -138,6 +143,7 @@ def export_collection(store: PageStore, path: str | Path, batch_size: int = DEFA
         bytes=path.stat().st_size,
         digest=digests.hexdigest(),
         verified=True,
+        unfinished=sorted(source for pages, exported, source in documents.values() if exported < pages),
     )
 
 
@@ -238,6 +244,8 @@ def import_collection(store: PageStore, path: str | Path) -> ImportReport:
         # do not record the most tokens a page may have)
         store.bind(replace(export.identity, max_tokens=max(export.identity.max_tokens, rows)), create=True)
         try:
+            if created and FUSION in export.record:  # weights calibrated for hybrid search travel with the pages
+                store.save_fusion(export.record[FUSION])
             for batch in export.pages():
                 present = store.existing(p.point_id for p in batch)
                 store.upsert(batch)
