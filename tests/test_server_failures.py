@@ -138,7 +138,7 @@ def args_for(command: str, page_file, tmp_path) -> list:
 
 
 def assert_nothing_written(tmp_path) -> None:
-    assert not (tmp_path / "data").exists()  # the embedded store was not used instead
+    assert not (tmp_path / "data" / "qdrant").exists()  # the embedded store was not used instead
     assert not list(tmp_path.glob("out.zip*"))  # no export file, not even a partial one
 
 
@@ -152,7 +152,8 @@ def test_a_server_that_is_down_is_one_clear_error(command, tiny_model_dir, tmp_p
     proc = run_cli([command, *args_for(command, page_file, tmp_path), "--json"], env, tmp_path)
     line = usage_error(proc)
     assert f"cannot reach the Qdrant server at {url}" in line and "Connection refused" in line, line
-    assert proc.stdout == ""
+    # --json: stdout holds the error document and nothing else
+    assert json.loads(proc.stdout) == {"error": line.removeprefix("error: "), "exit_code": 2}
     assert_nothing_written(tmp_path)
 
 
