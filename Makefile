@@ -56,8 +56,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One test process per core (pytest-xdist): most tests run the command line or the model, each bound to a core.
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto
 
 # Removes build and test leftovers; keeps .venv (apart from its stamp) and the data directory.
 clean:
