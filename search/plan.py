@@ -133,7 +133,7 @@ def signal_rankings(
     """The visual and the text ranking that hybrid would fuse for `limit` hits (the text one empty when the query
     has no searchable word)."""
     _require_text_index(store)
-    fast = not exact and store.has_fast_path()
+    fast = not exact and uses_fast_path(store)  # the path hybrid itself takes, small collections exact
     query = np.asarray(tokens, dtype=np.float32)
     by_visual, by_text = signal_stages(query, embed_query(text_query), store, limit, doc_id, fast)
     results = store.query([by_visual] + ([by_text] if by_text else []))
