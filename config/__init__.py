@@ -87,29 +87,42 @@ class Settings(BaseSettings):
     )
 
     # The fast search path (measured defaults: README, "Search at scale"). A query runs as one Qdrant query:
-    # dense HNSW -> pooled MaxSim (quantized, in RAM) -> exact MaxSim over the full token sets.
+    # coarse pooled MaxSim over every page (binary codes in RAM) -> fine pooled MaxSim over its survivors (binary
+    # codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
-        200, ge=1, description="Pages the first stage (HNSW over one dense vector per page) hands to the pooled stage."
+        300,
+        ge=1,
+        description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
+        "one dense vector per page).",
     )
     prefetch_pooled: int = Field(
-        30, ge=1, description="Pages the pooled MaxSim stage hands to the exact MaxSim stage (at least top_k)."
+        30, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."
     )
     pooling: Literal["cluster", "window"] = Field(
         "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."
     )
     pool_size: int = Field(
-        16, ge=1, description="Tokens per pooled vector, on average (257 tokens -> 17 vectors, 1121 -> 71)."
+        16, ge=1, description="Tokens per coarse pooled vector, on average (257 tokens -> 17 vectors, 1121 -> 71)."
     )
-    pooled_quantization: bool = Field(True, description="Keep the pooled vectors in RAM as int8 (scalar quantization).")
-    hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of the dense first-stage index.")
-    first_stage: Literal["mean", "muvera"] = Field(
-        "mean", description="The first stage's vector per page: the mean of its unit tokens, or a MUVERA encoding."
+    fine_pool_size: int = Field(
+        3, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 86 vectors, 1121 -> 374)."
+    )
+    pooled_quantization: bool = Field(
+        True,
+        description="Keep the pooled vectors in RAM quantized (binary; int8 in collections with a dense first "
+        "stage), their float16 originals on disk.",
+    )
+    hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of a dense first stage's index.")
+    first_stage: Literal["pooled", "mean", "muvera"] = Field(
+        "pooled",
+        description="The fast path's first stage: a scan of every page's coarse pooled vectors, or (as in older "
+        "collections) HNSW over one vector per page, the mean of its unit tokens or a MUVERA encoding.",
     )
     first_stage_probes: int = Field(
         3,
         ge=1,
-        description="First-stage query vectors, each an HNSW search of PREFETCH_DENSE pages: the query's mean, then "
-        "the means of its token groups (1: the mean alone).",
+        description="A dense first stage's query vectors, each an HNSW search of PREFETCH_DENSE pages: the query's "
+        "mean, then the means of its token groups (1: the mean alone).",
     )
     exact_below: int = Field(
         256,

@@ -39,10 +39,9 @@ from core.errors import UsageError
 from core.model import ModelIdentity
 from core.pooling import pooled_count
 from core.store import EdgeStore, PagePoint, PageStore, SearchLayout, open_store
-from core.store.layout import DENSE
-from core.store.schema import TOKENS, Filter, Nearest, Stage, rows_per_vector
+from core.store.schema import rows_per_vector
 from core.tensors import bfloat16_values, unit_length
-from search.plan import search
+from search.plan import first_stage, search
 
 TOP = 10
 BATCH = 16  # pages per upsert while building
@@ -293,8 +292,13 @@ def search_ram(before: dict[str, int], now: dict[str, int]) -> tuple[int, int]:
 
 def estimated_ram_bytes(store: PageStore, tokens: int, dim: int) -> int:
     """An estimate, from the layout alone, of what the fast path keeps in RAM per page (for stores whose memory
-    cannot be measured here): the pooled vectors (int8 plus a scale, or float16), the dense vector and its graph."""
+    cannot be measured here): the pooled vectors' quantized copies (binary: dim / 8 bytes a vector; int8: dim plus a
+    scale; unquantized: float16), and in collections with a dense first stage its vector and graph."""
     layout = store.layout
+    keep = rows_per_vector(dim)
+    if layout.pooled_first:
+        vectors = pooled_count(tokens, layout.pool_size) + pooled_count(tokens, layout.fine_size(tokens, keep))
+        return vectors * (math.ceil(dim / 8) if layout.pooled_quantization else 2 * dim)
     pooled = pooled_count(tokens, layout.pool_size) * (dim + 4 if layout.pooled_quantization else 2 * dim)
     return 2 * layout.dense_size(dim) + 2 * layout.hnsw_m * 4 + pooled
 
@@ -338,7 +342,7 @@ class SearchBench:
     chunked: bool  # pages hold more rows than one multivector: exact MaxSim ranks by the `tokens` chunk alone
     recall_at_10: float  # the fast path against exact MaxSim (mean over the queries)
     recall_at_10_min: float  # ... its worst query
-    first_stage_recall_at_10: float  # the fast path's first stage alone (dense HNSW, top 10)
+    first_stage_recall_at_10: float  # the fast path's first stage alone (top 10)
     random_recall_at_10: float  # a random ranking (expected value, 10 / pages): the floor
     scan_recall_at_10: float | None  # the scan (every token) against exact MaxSim: 1.0 unless pages are chunked
     fast_p50_ms: float  # warm: the shard's files in the page cache (exact search has just read them all)
@@ -360,7 +364,7 @@ class SearchBench:
     ram_fraction: float | None  # ram_bytes_per_page / token_bytes_per_page
     ram_after_queries_bytes_per_page: float | None  # the same after the cold queries
     page_cache_after_queries: dict | None  # bytes of the shard's files in the page cache after them, by part
-    ram_estimate_bytes_per_page: float  # an estimate from the layout (pooled + dense + graph), for comparison
+    ram_estimate_bytes_per_page: float  # an estimate from the layout (quantized pooled copies), for comparison
     disk_bytes_per_page: float | None
     scan_ram_bytes_per_page: float | None  # what the scan holds in RAM
     build_s: float
@@ -416,7 +420,7 @@ def measure(
         t = time.perf_counter()
         fast = search(store, q, TOP)
         t_fast = time.perf_counter() - t
-        first = store.query([Stage(Nearest(DENSE, layout.dense_query(q)), TOP, Filter(TOKENS), hnsw_ef=TOP * 10)])
+        first = store.query([first_stage(store, q, TOP)[0]])
         t_scan, scanned = None, None
         if scan is not None:
             t = time.perf_counter()

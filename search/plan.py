@@ -1,9 +1,11 @@
 """What a search asks Qdrant, by mode: one query plan (schema.Stage, plain data) that every engine runs as one
 native query.
 
-- visual: MaxSim of the query's tokens. Through the fast path, dense HNSW -> pooled MaxSim (int8 scores only) ->
-  exact MaxSim on `tokens` over the survivors; with `exact=True`, in a collection made before the fast path, or in
-  one of at most `exact_below` pages, exact MaxSim over every page.
+- visual: MaxSim of the query's tokens. Through the fast path, MaxSim on every page's coarse pooled vectors (binary
+  scores, in RAM) -> MaxSim on the survivors' fine pooled vectors (binary scores, in RAM) -> exact MaxSim on
+  `tokens` over the last survivors, the only float16 rows read from disk (collections made before the coarse scan:
+  dense HNSW -> pooled MaxSim, int8 scores -> exact); with `exact=True`, in a collection made before the fast
+  path, or in one of at most `exact_below` pages, exact MaxSim over every page.
 - text: BM25 of the query text over the pages' `bm25` vectors.
 - hybrid: both, fused by weighted reciprocal rank fusion in the same query (search/fusion.py says with which
   weights); the batch also asks for the text ranking alone, which tells which fused hits the text signal found.
@@ -18,7 +20,7 @@ from config import defaults
 from core.errors import StoreError, UsageError
 from core.pooling import spread_order
 from core.store import PagePoint, PageStore
-from core.store.layout import DENSE, POOLED
+from core.store.layout import DENSE, FINE, POOLED
 from core.store.schema import BM25, TOKENS, Filter, Nearest, Stage
 from core.tensors import unit_length
 from core.text import embed_query
@@ -34,23 +36,37 @@ def check_mode(mode: str) -> None:
 
 def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None, fast: bool) -> Stage:
     """MaxSim of the query tokens against the pages: through the fast path's nested prefetch (its depths sized for
-    `limit` hits), or exact over every page. A query of more rows than the store may take in one multivector keeps
-    those that cover its directions best."""
-    unit = unit_length(tokens)
-    if len(unit) > store.max_query_rows:
-        unit = unit[np.sort(spread_order(unit, store.max_query_rows)[: store.max_query_rows])]
-    rows = unit.astype(np.float16).astype(np.float32).tolist()
+    `limit` hits), or exact over every page."""
+    rows = query_rows(store, tokens)
     pages = Filter(TOKENS, doc_id)
     prefetch = ()
     if fast:
-        layout = store.layout
-        dense_limit, pooled_limit = layout.limits(limit)
-        # one HNSW search per probe; the pooled stage scores the union of what they found
-        probes = layout.dense_probes(tokens)
-        dense = tuple(Stage(Nearest(DENSE, p), dense_limit, pages, hnsw_ef=dense_limit) for p in probes)
-        # int8 scores only: the exact stage comes next, so the float16 originals stay on disk
-        prefetch = (Stage(Nearest(POOLED, rows), pooled_limit, pages, dense, rescore=False),)
+        first_limit, last_limit = store.layout.limits(limit)
+        first = first_stage(store, tokens, first_limit, doc_id)
+        # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
+        last = FINE if store.layout.pooled_first else POOLED
+        prefetch = (Stage(Nearest(last, rows), last_limit, pages, first, rescore=False),)
     return Stage(Nearest(store.ranking_vector, rows), limit, pages, prefetch)
+
+
+def query_rows(store: PageStore, tokens: np.ndarray) -> list[list[float]]:
+    """The query's multivector: its unit rows as float16 values. A query of more rows than the store may take in
+    one multivector keeps those that cover its directions best."""
+    unit = unit_length(tokens)
+    if len(unit) > store.max_query_rows:
+        unit = unit[np.sort(spread_order(unit, store.max_query_rows)[: store.max_query_rows])]
+    return unit.astype(np.float16).astype(np.float32).tolist()
+
+
+def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> tuple[Stage, ...]:
+    """The fast path's first stage for `limit` pages: MaxSim on every page's coarse pooled vectors (binary scores),
+    or - in collections made before it - one HNSW search over the dense vectors per probe (the next stage scores
+    the union of what they found)."""
+    layout = store.layout
+    pages = Filter(TOKENS, doc_id)
+    if layout.pooled_first:
+        return (Stage(Nearest(POOLED, query_rows(store, tokens)), limit, pages, rescore=False),)
+    return tuple(Stage(Nearest(DENSE, p), limit, pages, hnsw_ef=limit) for p in layout.dense_probes(tokens))
 
 
 def uses_fast_path(store: PageStore) -> bool:

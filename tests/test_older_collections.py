@@ -25,7 +25,7 @@ IDENTITY = ModelIdentity("test/older", "rev", DIM)
 
 def schema_2_collection(store, pages: list[PagePoint]) -> None:
     """Write the layout and the points as the previous version did, through the engine's own operations."""
-    layout = store.layout
+    layout = store.layout.adopt({})  # a dense first stage, no fine pooled vectors
     store._create(
         [
             VectorSpec(TOKENS, DIM, multi=True),
@@ -41,7 +41,7 @@ def schema_2_collection(store, pages: list[PagePoint]) -> None:
         "model": IDENTITY.model,
         "revision": IDENTITY.revision,
         "dim": DIM,
-        "layout": layout.built(),
+        "layout": {k: v for k, v in layout.built().items() if k != "fine_pool_size"},
         "created_at": "2026-01-01T00:00:00+00:00",
     }
     rows = [(META_ID, {}, record)]

@@ -276,7 +276,7 @@ def topic_pages(count: int = 60, rows: int = 24, seed: int = 3) -> list[PagePoin
     return pages
 
 
-@pytest.mark.parametrize("first_stage", ["mean", "muvera"])
+@pytest.mark.parametrize("first_stage", ["pooled", "mean", "muvera"])
 def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_stage):
     pages = topic_pages()
     rng = np.random.default_rng(11)
@@ -309,7 +309,8 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
 
 def test_exact_bypasses_the_fast_path(filled, engine):
     """A page whose tokens mostly point away from the query, holding the query's token exactly: its dense vector
-    ranks it last, so only exact MaxSim over every page puts it first."""
+    ranks it last, so only exact MaxSim over every page puts it first (a dense first stage, as collections made
+    before the pooled one have)."""
     query = np.eye(DIM, dtype=np.float32)[:1]
     contrary = PagePoint(
         point_id("contrary", 1),
@@ -317,8 +318,10 @@ def test_exact_bypasses_the_fast_path(filled, engine):
         np.concatenate([query, np.repeat(-query, 19, axis=0)]),
     )
     depths = {"prefetch_dense": 1, "prefetch_pooled": 1}
-    with open_store(engine.model_copy(update={**depths, "exact_below": 0})) as shallow:
-        shallow.upsert([contrary])
+    dense = {"first_stage": "mean", "collection": f"{engine.collection}-dense", "exact_below": 0}
+    with open_store(engine.model_copy(update={**depths, **dense})) as shallow:
+        shallow.bind(IDENTITY)
+        shallow.upsert([*PAGES, contrary])
         shallow.optimize()
         exact = search(shallow, query, limit=3, exact=True)
         assert exact[0].point_id == contrary.point_id and exact[0].score == pytest.approx(1.0, abs=1e-3)
@@ -327,5 +330,17 @@ def test_exact_bypasses_the_fast_path(filled, engine):
         assert all(np.isfinite(h.score) for h in fast)
     # A collection of at most `exact_below` pages (the default: 256) is searched exactly whatever the depths.
     with open_store(engine.model_copy(update=depths)) as small:
+        small.upsert([contrary])
         assert small.count() <= small.layout.exact_below
         assert [h.point_id for h in search(small, query, limit=3)] == [h.point_id for h in exact]
+
+
+def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_settings(filled, engine):
+    """A writer that never bound, with other fast-path settings, still writes the vectors the collection has."""
+    assert filled.record()["layout"]["first_stage"] == "pooled"
+    other = {"first_stage": "mean", "pool_size": 4, "fine_pool_size": 7, "exact_below": 0}
+    page = PagePoint(point_id("late", 1), {"doc_id": "late", "source": "/late", "page": 1}, PAGES[0].tokens[::-1])
+    with open_store(engine.model_copy(update=other)) as writer:
+        writer.upsert([page])  # the engine refuses a vector the collection does not have
+        assert writer.layout.pool_size == filled.layout.pool_size != 4
+        assert search(writer, page.tokens, limit=1)[0].point_id in {page.point_id, PAGES[0].point_id}

@@ -132,8 +132,9 @@ class ClientStore(PageStore):
 
     @property
     def max_query_rows(self) -> int:
-        # a visual query carries its rows twice (the pooled and the exact stage) and must fit one request
-        fits = (self.max_request_bytes - ENVELOPE_BYTES) // (2 * self.value_bytes * int(self._built()["dim"]))
+        # a visual query carries its rows once per multivector stage (pooled ones and the exact one): one request
+        stages = self.layout.multivector_stages
+        fits = (self.max_request_bytes - ENVELOPE_BYTES) // (stages * self.value_bytes * int(self._built()["dim"]))
         return max(1, min(self.row_limit, fits))
 
     def close(self) -> None:
@@ -332,14 +333,18 @@ def _vector_params(v: VectorSpec):
         datatype=m.Datatype.FLOAT16,
         hnsw_config=m.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.ef_construct if v.hnsw_m else None),
         on_disk=not v.in_ram,
-        quantization_config=(
-            m.ScalarQuantization(
-                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
-            )
-            if v.int8
-            else None
-        ),
+        quantization_config=_quantization(v),
     )
+
+
+def _quantization(v: VectorSpec):
+    from qdrant_client import models as m
+
+    if v.int8:
+        return m.ScalarQuantization(
+            scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99, always_ram=True)
+        )
+    return m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)) if v.binary else None
 
 
 def _vector(v: Any):

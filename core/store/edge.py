@@ -254,10 +254,15 @@ def _vector_params(v: VectorSpec):
         datatype=q.VectorStorageDatatype.Float16,
         hnsw_config=hnsw,
         memory=memory,
-        quantization_config=(
-            q.ScalarQuantizationConfig(q.ScalarType.Int8, quantile=0.99, memory=q.Memory.Pinned) if v.int8 else None
-        ),
+        quantization_config=_quantization(v),
     )
+
+
+def _quantization(v: VectorSpec):
+    q = _edge()
+    if v.int8:
+        return q.ScalarQuantizationConfig(q.ScalarType.Int8, quantile=0.99, memory=q.Memory.Pinned)
+    return q.BinaryQuantizationConfig(memory=q.Memory.Pinned) if v.binary else None
 
 
 def _vector(v: Any):

@@ -23,8 +23,10 @@ from core.pooling import (
     spread_seeds,
 )
 
-POOLED = "pooled"  # a few pooled unit vectors per page: the middle stage, quantized, in RAM
-DENSE = "dense"  # one vector per page, HNSW-indexed: the first stage
+POOLED = "pooled"  # about one pooled unit vector per `pool_size` tokens: the first stage, quantized, in RAM
+FINE = "pooled_fine"  # about one per `fine_pool_size` tokens: the second stage, quantized, in RAM
+DENSE = "dense"  # collections with a "mean" or "muvera" first stage: one vector per page, HNSW-indexed
+FINE_ITERATIONS = 2  # k-means steps for the fine pooled vectors: from farthest-point seeds, two steps suffice
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,10 @@ class SearchLayout:
     prefetch_pooled: int
     first_stage: str
     exact_below: int = 0  # collections of at most this many pages are searched exactly
-    probes: int = 1  # first-stage query vectors: the query's mean, then the means of its token groups
+    probes: int = 1  # dense first stage: query vectors (the query's mean, then the means of its token groups)
+    fine_pool_size: int = 0  # "pooled" first stage: tokens per fine pooled vector
 
-    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage")
+    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size")
 
     @classmethod
     def from_settings(cls, s: Settings | None = None) -> "SearchLayout":
@@ -54,7 +57,25 @@ class SearchLayout:
             s.first_stage,
             s.exact_below,
             s.first_stage_probes,
+            s.fine_pool_size,
         )
+
+    @property
+    def pooled_first(self) -> bool:
+        """The first stage scans every page's coarse pooled vectors (binary codes in RAM), the second ranks its
+        survivors by the fine ones; else (collections made before) the first stage is HNSW over a dense vector."""
+        return self.first_stage == "pooled"
+
+    @property
+    def multivector_stages(self) -> int:
+        """How many stages of a fast visual query carry the query's rows (the exact one included)."""
+        return 3 if self.pooled_first else 2
+
+    @property
+    def binary(self) -> bool:
+        """The pooled vectors' RAM copy is binary (1 bit a value); else int8 (collections with a dense first
+        stage)."""
+        return self.pooled_quantization and self.pooled_first
 
     @property
     def muvera(self) -> bool:
@@ -83,21 +104,32 @@ class SearchLayout:
 
     def adopt(self, built: dict) -> "SearchLayout":
         """This layout with the derivation a collection was built with (collections from before MUVERA: mean)."""
-        return replace(self, **{"first_stage": "mean", **{k: built[k] for k in self.BUILT if k in built}})
+        older = {"first_stage": "mean", "fine_pool_size": 0}
+        return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
     def limits(self, limit: int) -> tuple[int, int]:
         """(dense, pooled) prefetch limits for a query asking for `limit` hits."""
         pooled = max(limit, self.prefetch_pooled)
         return max(pooled, self.prefetch_dense), pooled
 
+    def fine_size(self, n: int, keep: int) -> int:
+        """Tokens per fine pooled vector for a page of `n` tokens: `fine_pool_size`, or more where that many
+        vectors would not fit one multivector of `keep` rows."""
+        return max(self.fine_pool_size, math.ceil(n / keep))
+
     def derive(self, unit: np.ndarray, keep: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-        """The fast path's vectors of one page, from its unit-length tokens, and - when it has more than `keep`
-        rows - the order of its rows that puts the `keep` covering it best first (core/pooling.py). Both use one
-        farthest-point order on the page's sketch."""
+        """The fast path's vectors of one page, from its unit-length tokens (at most `keep` rows each), and - when
+        it has more than `keep` rows - the order of its rows that puts the `keep` covering it best first
+        (core/pooling.py). All use one farthest-point order on the page's sketch."""
         n = len(unit)
         sketched = sketch(unit)
-        seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), keep if n > keep else 0))
+        fine = pooled_count(n, self.fine_size(n, keep)) if self.pooled_first else 0
+        seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), fine, keep if n > keep else 0))
         order = spread_order(unit, keep, seeds) if n > keep else None
         pooled = pool_tokens(unit, self.pool_size, self.pooling, sketched=sketched, seeds=seeds)
+        if self.pooled_first:
+            size = self.fine_size(n, keep)
+            finer = pool_tokens(unit, size, self.pooling, FINE_ITERATIONS, sketched=sketched, seeds=seeds)
+            return order, {POOLED: pooled.astype(np.float16), FINE: finer.astype(np.float16)}
         dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
         return order, {POOLED: pooled.astype(np.float16), DENSE: dense.astype(np.float16)}

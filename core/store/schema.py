@@ -8,7 +8,8 @@ Named vectors of a page point:
   chunks hold the rest. With the lengths the payload keeps, the chunks give the encoder's tokens back exactly
   (storage.py). Dot on unit rows is cosine per token: raw dot products would let a few long tokens win every
   comparison, and Qdrant's Cosine would rescale what is written.
-- `pooled` and `dense`: the fast path's small vectors, derived from the tokens (layout.py);
+- `pooled` and `pooled_fine` (`pooled` and `dense` in collections made before): the fast path's small vectors,
+  derived from the tokens (layout.py);
 - `bm25`: the page text's BM25 sparse vector (IDF modifier: Qdrant supplies the corpus statistics).
 Collections of schema 2 had `tokens` (raw float16) and `unit` instead; they are still read and searched.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.store.layout import DENSE, POOLED, SearchLayout
+from core.store.layout import DENSE, FINE, POOLED, SearchLayout
 
 TOKENS = "tokens"
 LEGACY_UNIT = "unit"  # schema 2: the unit-length copy exact MaxSim ranked by
@@ -50,6 +51,7 @@ class VectorSpec:
     hnsw_m: int = 0  # 0: no graph (the vector is only scored in prefetch stages or by a full scan)
     ef_construct: int = 100
     int8: bool = False  # an int8 copy pinned in RAM; the float16 originals stay on disk
+    binary: bool = False  # a binary copy (1 bit a value) pinned in RAM; the float16 originals stay on disk
     idf: bool = False  # sparse: the IDF modifier
 
 
@@ -71,12 +73,15 @@ def chunks_for(dim: int, max_rows: int) -> int:
 def schema(dim: int, layout: SearchLayout, chunks: int) -> list[VectorSpec]:
     """Every named vector of a collection of `dim`-dimension tokens in `chunks` chunks, built with `layout`."""
     quantized = layout.pooled_quantization
-    return [
-        *(VectorSpec(name, dim, multi=True) for name in token_chunks(chunks)),
-        VectorSpec(POOLED, dim, multi=True, int8=quantized, in_ram=not quantized),
-        VectorSpec(DENSE, layout.dense_size(dim), cosine=not layout.muvera, in_ram=True, hnsw_m=layout.hnsw_m),
-        VectorSpec(BM25, None, idf=True),
-    ]
+    tokens = [VectorSpec(name, dim, multi=True) for name in token_chunks(chunks)]
+    if layout.pooled_first:
+        fast = [VectorSpec(name, dim, multi=True, binary=quantized, in_ram=not quantized) for name in (POOLED, FINE)]
+    else:
+        fast = [
+            VectorSpec(POOLED, dim, multi=True, int8=quantized, in_ram=not quantized),
+            VectorSpec(DENSE, layout.dense_size(dim), cosine=not layout.muvera, in_ram=True, hnsw_m=layout.hnsw_m),
+        ]
+    return [*tokens, *fast, VectorSpec(BM25, None, idf=True)]
 
 
 @dataclass(frozen=True)
@@ -114,4 +119,4 @@ class Stage:
     filter: Filter = Filter()
     prefetch: tuple["Stage", ...] = ()
     hnsw_ef: int | None = None  # HNSW search breadth, for a vector with a graph
-    rescore: bool | None = None  # False: a quantized vector's int8 scores only, its originals stay on disk
+    rescore: bool | None = None  # False: a quantized vector's quantized scores only, its originals stay on disk
