@@ -8,8 +8,8 @@ costs (the write-ahead log, segments being filled) weigh on a small one: measure
 
 The arithmetic, per corpus size and page shape:
 - disk = pages x disk bytes x replication factor; RAM = pages x RAM-resident bytes x replication factor (the fast
-  path's dense vectors and their HNSW graph, the pooled vectors' int8 copy: what each search touches; the token sets
-  stay on disk and pass through the page cache);
+  path's quantized pooled vectors: what each search touches; the token sets stay on disk and pass through the page
+  cache);
 - nodes = the most of disk / (node disk x fill) and RAM / (node RAM x fill), and at least the replication factor
   (one copy of a shard per node); `fill` leaves room for the optimizer, which rebuilds segments beside the old ones;
 - in a day: pages / 86,400 s to encode, and as many bytes a second to write, spread over the nodes.
