@@ -197,9 +197,9 @@ def test_every_engine_refuses_a_collection_name_set_past_the_settings(settings, 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 400 MB tmpfs (the engine keeps 256 MB in hand), unmounted afterwards."""
+    """A 512 MB tmpfs (the engine keeps 256 MB in hand), unmounted afterwards."""
     where = tmp_path / "disk"
-    why = mount(where, "-t", "tmpfs", "-o", "size=400m", "tmpfs")
+    why = mount(where, "-t", "tmpfs", "-o", "size=512m", "tmpfs")
     if why:
         pytest.skip(why)
     yield where

@@ -336,11 +336,12 @@ def test_exact_bypasses_the_fast_path(filled, engine):
 
 
 def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_settings(filled, engine):
-    """A writer that never bound, with other fast-path settings, still writes the vectors the collection has."""
+    """A writer with other fast-path settings binds, and then writes the vectors the collection has."""
     assert filled.record()["layout"]["first_stage"] == "pooled"
     other = {"first_stage": "mean", "pool_size": 4, "fine_pool_size": 7, "exact_below": 0}
     page = PagePoint(point_id("late", 1), {"doc_id": "late", "source": "/late", "page": 1}, PAGES[0].tokens[::-1])
     with open_store(engine.model_copy(update=other)) as writer:
+        writer.bind(IDENTITY)
         writer.upsert([page])  # the engine refuses a vector the collection does not have
         assert writer.layout.pool_size == filled.layout.pool_size != 4
         assert search(writer, page.tokens, limit=1)[0].point_id in {page.point_id, PAGES[0].point_id}

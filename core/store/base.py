@@ -187,8 +187,8 @@ class PageStore(ABC):
 
     def upsert(self, points: list[PagePoint]) -> None:
         """Store pages from their exact tokens; every other vector of a page is derived here."""
-        # Pages are derived as the collection was built, whatever this handle's settings say.
-        record = self._built()
+        # Writers bind first, which reads the record; a store never bound writes the current layout.
+        record = self._record
         if record is not None and records.schema_of(record) < records.SCHEMA_VERSION:
             raise StoreError(
                 f"collection {self.collection!r} was made with an older storage layout (schema "
