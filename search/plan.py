@@ -42,7 +42,7 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     prefetch = ()
     if fast:
         first_limit, last_limit = store.layout.limits(limit)
-        first = first_stage(store, tokens, first_limit, doc_id)
+        first = first_stage(store, tokens, first_limit, doc_id, rows)
         # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED
         prefetch = (Stage(Nearest(last, rows), last_limit, pages, first, rescore=False),)
@@ -58,14 +58,17 @@ def query_rows(store: PageStore, tokens: np.ndarray) -> list[list[float]]:
     return unit.astype(np.float16).astype(np.float32).tolist()
 
 
-def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> tuple[Stage, ...]:
+def first_stage(
+    store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None, rows: list | None = None
+) -> tuple[Stage, ...]:
     """The fast path's first stage for `limit` pages: MaxSim on every page's coarse pooled vectors (binary scores),
     or - in collections made before it - one HNSW search over the dense vectors per probe (the next stage scores
-    the union of what they found)."""
+    the union of what they found). `rows`: the query's `query_rows`, when already at hand."""
     layout = store.layout
     pages = Filter(TOKENS, doc_id)
     if layout.pooled_first:
-        return (Stage(Nearest(POOLED, query_rows(store, tokens)), limit, pages, rescore=False),)
+        rows = query_rows(store, tokens) if rows is None else rows
+        return (Stage(Nearest(POOLED, rows), limit, pages, rescore=False),)
     return tuple(Stage(Nearest(DENSE, p), limit, pages, hnsw_ef=limit) for p in layout.dense_probes(tokens))
 
 

@@ -72,12 +72,6 @@ class SearchLayout:
         return 3 if self.pooled_first else 2
 
     @property
-    def binary(self) -> bool:
-        """The pooled vectors' RAM copy is binary (1 bit a value); else int8 (collections with a dense first
-        stage)."""
-        return self.pooled_quantization and self.pooled_first
-
-    @property
     def muvera(self) -> bool:
         return self.first_stage == "muvera"
 
@@ -108,7 +102,7 @@ class SearchLayout:
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
     def limits(self, limit: int) -> tuple[int, int]:
-        """(dense, pooled) prefetch limits for a query asking for `limit` hits."""
+        """(first stage, stage before exact) prefetch limits for a query asking for `limit` hits."""
         pooled = max(limit, self.prefetch_pooled)
         return max(pooled, self.prefetch_dense), pooled
 
@@ -123,13 +117,13 @@ class SearchLayout:
         (core/pooling.py). All use one farthest-point order on the page's sketch."""
         n = len(unit)
         sketched = sketch(unit)
-        fine = pooled_count(n, self.fine_size(n, keep)) if self.pooled_first else 0
+        fine_size = self.fine_size(n, keep)
+        fine = pooled_count(n, fine_size) if self.pooled_first else 0
         seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), fine, keep if n > keep else 0))
         order = spread_order(unit, keep, seeds) if n > keep else None
         pooled = pool_tokens(unit, self.pool_size, self.pooling, sketched=sketched, seeds=seeds)
         if self.pooled_first:
-            size = self.fine_size(n, keep)
-            finer = pool_tokens(unit, size, self.pooling, FINE_ITERATIONS, sketched=sketched, seeds=seeds)
+            finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, sketched=sketched, seeds=seeds)
             return order, {POOLED: pooled.astype(np.float16), FINE: finer.astype(np.float16)}
         dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
         return order, {POOLED: pooled.astype(np.float16), DENSE: dense.astype(np.float16)}
