@@ -54,12 +54,19 @@ def run_log(data: Path) -> list[dict]:
     return [json.loads(line) for line in (data / RUN_LOG).read_text().splitlines()]
 
 
+def terminal_sigint() -> None:
+    """Ctrl-C's default action, as in a terminal's foreground job. A job a script starts in the background
+    (`cmd &`) inherits SIGINT ignored, and Python then keeps it ignored; the child must not depend on that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def paused(args: list, env: dict, cwd: Path, stage: str) -> subprocess.Popen:
     """`tokendirect ARGS...` started and held at the test hook's pause point `stage`; a line on its stdin resumes."""
     proc = subprocess.Popen(
         [*CLI, *map(str, args)],
         env={**env, PAUSE_ENV: stage},
         cwd=cwd,
+        preexec_fn=terminal_sigint,
         text=True,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
