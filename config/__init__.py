@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         "one dense vector per page).",
     )
     prefetch_pooled: int = Field(
-        30, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."
+        20, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."
     )
     pooling: Literal["cluster", "window"] = Field(
         "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."
@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     pool_size: int = Field(
         16, ge=1, description="Tokens per coarse pooled vector, on average (257 tokens -> 17 vectors, 1121 -> 71)."
     )
-    fine_pool_size: int = Field(
-        3, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 86 vectors, 1121 -> 374)."
+    fine_pool_size: float = Field(
+        2.6, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 99 vectors, 1121 -> 432)."
     )
     pooled_quantization: bool = Field(
         True,

@@ -22,7 +22,7 @@ from core.tensors import unit_length
 POOLINGS = ("cluster", "window")
 
 
-def pooled_count(n: int, pool_size: int) -> int:
+def pooled_count(n: int, pool_size: float) -> int:
     """How many pooled vectors a page of `n` tokens gets: about one per `pool_size` tokens."""
     return max(1, min(n, math.ceil(n / pool_size)))
 
@@ -46,7 +46,7 @@ def _rotation(dim: int) -> np.ndarray:
 
 
 def pool_tokens(
-    tokens: np.ndarray, pool_size: int = 8, method: str = "cluster", iterations: int = 10, sketched=None, seeds=None
+    tokens: np.ndarray, pool_size: float = 8, method: str = "cluster", iterations: int = 10, sketched=None, seeds=None
 ) -> np.ndarray:
     """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32). `sketched` and
     `seeds` (the page's sketch and farthest-point order) may be passed in when already at hand."""

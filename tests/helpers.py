@@ -165,6 +165,68 @@ def run_cli(args, env, cwd, command=CLI, timeout: float = 600, **kwargs) -> subp
     return proc
 
 
+def run_here(args, env, cwd) -> subprocess.CompletedProcess:
+    """Run `tokendirect ARGS...` in this process, through the same entry point (`cli:main`) with the same argv,
+    environment (exactly `env`), working directory, stdout and stderr (each captured, read as `run_cli` reads a
+    subprocess's) and exit code; the model loaded for an earlier command or test is used again.
+
+    Not for what needs a process of its own: signals and kills, locks or concurrency between processes, a terminal,
+    `python -m`, or settings a library reads once at import (the Hugging Face hub's)."""
+    import logging
+    import traceback
+    import warnings
+
+    from click.testing import CliRunner
+    from transformers.utils import logging as hf_logging
+
+    from cli import main
+
+    hf_logging.get_logger()  # transformers' own stderr handler exists now; it writes to this command's stderr below
+    hf_handler = hf_logging._default_handler
+    root = logging.getLogger()
+    saved = dict(env=dict(os.environ), argv=sys.argv, cwd=os.getcwd(), handlers=root.handlers[:])
+    with CliRunner().isolation() as (out, err, _), warnings.catch_warnings():
+        # Python's own warning filters and printer (pytest records warnings instead): shown on stderr, as there
+        warnings.resetwarnings()
+        for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        warnings.showwarning = warnings._showwarning_orig
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["-c", *map(str, args)]  # as `python -c "from cli import main; main()" ARGS...` sees them
+        os.chdir(cwd)
+        root.handlers = []  # no handler of the test run's: warnings go to stderr as in a process of its own
+        hf_stream, hf_handler.stream = hf_handler.stream, sys.stderr
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
+        except BaseException:  # noqa: B036 - what a process would die of: its traceback on stderr, as there
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            hf_handler.stream = hf_stream
+            root.handlers = saved["handlers"]
+            os.chdir(saved["cwd"])
+            sys.argv = saved["argv"]
+            os.environ.clear()
+            os.environ.update(saved["env"])
+        # text mode, as subprocess.run(text=True) reads a pipe: universal newlines
+        stdout, stderr = (
+            stream.getvalue().decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+            for stream in (out, err)
+        )
+    proc = subprocess.CompletedProcess(["tokendirect", *map(str, args)], code, stdout, stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc
+
+
 def cli_env(model_dir: Path, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENDIRECT_")}
     env.update(

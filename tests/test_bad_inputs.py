@@ -1,8 +1,8 @@
 """Bad inputs through `tokendirect ingest`: each bad file is named with its reason, the good page is still stored.
 
 One folder holds a good PNG page and every kind of bad file; a `.txt` is passed explicitly besides. The CLI runs
-in a subprocess three times for the whole module (each run loads the tiny model): ingest --json, the same ingest
-again (plain text output), and info --json.
+three times for the whole module, through its entry point in this process (the tiny model loaded once): ingest
+--json, the same ingest again (plain text output), and info --json.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
-from tests.helpers import cli_env, page_image, run_cli, write_pdf
+from tests.helpers import cli_env, page_image, run_here, write_pdf
 
 
 def _encrypted_pdf(path: Path, valid: Path) -> None:
@@ -99,9 +99,9 @@ def run(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
 
     env = {**cli_env(tiny_model_dir, root / "data"), **LIMITS}
     args = ["ingest", folder, paths[UNSUPPORTED]]
-    first = run_cli([*args, "--json"], env, root)
-    again = run_cli(args, env, root)
-    info = run_cli(["info", "--json"], env, root)
+    first = run_here([*args, "--json"], env, root)
+    again = run_here(args, env, root)
+    info = run_here(["info", "--json"], env, root)
     return SimpleNamespace(paths=paths, good=folder / "good.png", first=first, again=again, info=info)
 
 

@@ -1,4 +1,5 @@
-"""The `tokendirect` command end to end, in subprocesses, on the five-page test documents with the tiny model.
+"""The `tokendirect` command end to end on the five-page test documents with the tiny model: through its entry point
+in this process (`run_here`: the model is loaded once), and `python -m STAGE` in subprocesses.
 
 The folder is ingested once for the module (the `docs` fixture is function-scoped, so the module builds the same
 folder with the same helpers); every test then runs its own commands against that store.
@@ -13,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.helpers import MISSING_POINT, cli_env, make_docs, ok_json, run_cli, sha256, usage_error
+from tests.helpers import MISSING_POINT, cli_env, make_docs, ok_json, run_cli, run_here, sha256, usage_error
 
 HIT_FIELDS = {"point_id", "doc_id", "source", "page", "score"}
 
@@ -23,8 +24,8 @@ def lib(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("cli")
     docs = make_docs(root / "docs")
     env = cli_env(tiny_model_dir, root / "data")
-    first = run_cli(["ingest", docs, "--json"], env, root)
-    second = run_cli(["ingest", docs, "--json"], env, root)
+    first = run_here(["ingest", docs, "--json"], env, root)
+    second = run_here(["ingest", docs, "--json"], env, root)
     doc_ids = {sha256(p): p.resolve() for p in docs.iterdir()}
     return SimpleNamespace(
         root=root, docs=docs, env=env, first=first, second=second, doc_ids=doc_ids, invoice=docs / "invoice.png"
@@ -34,7 +35,7 @@ def lib(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def invoice_hit(lib) -> dict:
     """The top hit for "Invoice", decoded (search --decode)."""
-    found = ok_json(run_cli(["search", "Invoice", "--decode", "--json", "--top-k", "1"], lib.env, lib.root))
+    found = ok_json(run_here(["search", "Invoice", "--decode", "--json", "--top-k", "1"], lib.env, lib.root))
     (hit,) = found["hits"]
     return hit
 
@@ -70,7 +71,7 @@ def test_python_m_other_stages_run_the_cli(lib, stage):
 
 
 def test_info(lib, tiny_model_dir):
-    info = ok_json(run_cli(["info", "--json"], lib.env, lib.root))
+    info = ok_json(run_here(["info", "--json"], lib.env, lib.root))
     config = json.loads((tiny_model_dir / "config.json").read_text())
     assert info["collection"] == "pages"
     assert info["model"] == str(tiny_model_dir)
@@ -82,7 +83,7 @@ def test_info(lib, tiny_model_dir):
 
 
 def test_search_returns_ranked_hits(lib):
-    found = ok_json(run_cli(["search", "Invoice", "--json", "--top-k", "3"], lib.env, lib.root))
+    found = ok_json(run_here(["search", "Invoice", "--json", "--top-k", "3"], lib.env, lib.root))
     hits = found["hits"]
     assert len(hits) == 3
     for hit in hits:
@@ -96,14 +97,14 @@ def test_search_returns_ranked_hits(lib):
 
 
 def test_search_reports_how_the_query_was_drawn(lib):
-    found = ok_json(run_cli(["search", "Invoice total", "--json", "--top-k", "1"], lib.env, lib.root))
+    found = ok_json(run_here(["search", "Invoice total", "--json", "--top-k", "1"], lib.env, lib.root))
     assert found["rendering"] == {"views": 1, "max_views": 3, "fonts": ["DejaVu Sans"], "missing": [], "warnings": []}
-    proc = run_cli(["search", "Invoice \U0001f980 total", "--json", "--top-k", "1"], lib.env, lib.root)
+    proc = run_here(["search", "Invoice \U0001f980 total", "--json", "--top-k", "1"], lib.env, lib.root)
     rendering = ok_json(proc)["rendering"]
     assert [m["codepoint"] for m in rendering["missing"]] == ["U+1F980"] and rendering["warnings"]
     assert "warning: " in proc.stderr and "U+1F980" in proc.stderr
-    assert "U+1F980" in usage_error(run_cli(["search", "\U0001f980"], lib.env, lib.root))
-    message = usage_error(run_cli(["search", "invoice total " * 3000], lib.env, lib.root))
+    assert "U+1F980" in usage_error(run_here(["search", "\U0001f980"], lib.env, lib.root))
+    message = usage_error(run_here(["search", "invoice total " * 3000], lib.env, lib.root))
     assert "limit is 3 views" in message
 
 
@@ -113,7 +114,7 @@ def test_search_decode_gives_text(invoice_hit):
 
 
 def test_decode_point(lib, invoice_hit):
-    decoded = ok_json(run_cli(["decode", invoice_hit["point_id"], "--json"], lib.env, lib.root))
+    decoded = ok_json(run_here(["decode", invoice_hit["point_id"], "--json"], lib.env, lib.root))
     assert isinstance(decoded["text"], str)
     assert decoded["point_id"] == invoice_hit["point_id"]
     assert decoded["doc_id"] == invoice_hit["doc_id"]
@@ -124,13 +125,13 @@ def test_decode_point(lib, invoice_hit):
 
 @pytest.mark.parametrize("point", [MISSING_POINT, "not-a-uuid"])
 def test_decode_unknown_point_is_a_usage_error(lib, point):
-    proc = run_cli(["decode", point], lib.env, lib.root)
+    proc = run_here(["decode", point], lib.env, lib.root)
     assert point in usage_error(proc)
     assert proc.stdout == ""
 
 
 def test_search_without_a_query_is_a_usage_error(lib):
-    usage_error(run_cli(["search"], lib.env, lib.root))
+    usage_error(run_here(["search"], lib.env, lib.root))
 
 
 IMAGE_SEARCH = ["search", "--image", "{invoice}", "--json", "--top-k", "5"]
@@ -139,7 +140,7 @@ IMAGE_SEARCH = ["search", "--image", "{invoice}", "--json", "--top-k", "5"]
 @pytest.fixture(scope="module")
 def image_hits(lib) -> list[dict]:
     args = [a.format(invoice=lib.invoice) for a in IMAGE_SEARCH]
-    return ok_json(run_cli(args, lib.env, lib.root))["hits"]
+    return ok_json(run_here(args, lib.env, lib.root))["hits"]
 
 
 def test_search_by_image(lib, image_hits):
@@ -156,14 +157,14 @@ def test_search_by_image(lib, image_hits):
 def test_exact_search_gives_the_fast_paths_hits(lib, image_hits):
     args = [a.format(invoice=lib.invoice) for a in IMAGE_SEARCH]
     fast = image_hits
-    exact = ok_json(run_cli([*args, "--exact"], lib.env, lib.root))["hits"]
+    exact = ok_json(run_here([*args, "--exact"], lib.env, lib.root))["hits"]
     assert [h["point_id"] for h in exact] == [h["point_id"] for h in fast]
     assert [h["score"] for h in exact] == pytest.approx([h["score"] for h in fast])
 
 
 def test_search_filtered_by_document(lib):
     invoice_id = sha256(lib.invoice)
-    found = ok_json(run_cli(["search", "x", "--doc", invoice_id, "--json", "--top-k", "5"], lib.env, lib.root))
+    found = ok_json(run_here(["search", "x", "--doc", invoice_id, "--json", "--top-k", "5"], lib.env, lib.root))
     hits = found["hits"]
     assert len(hits) == 1  # the invoice has one page; the other four are filtered out
     assert all(h["doc_id"] == invoice_id for h in hits)
@@ -173,7 +174,7 @@ def test_search_filtered_by_document(lib):
 def test_missing_model_directory_is_a_usage_error(lib, command):
     missing = lib.root / "no-such-model"
     args = {"ingest": [lib.invoice], "search": ["x"], "decode": [MISSING_POINT]}[command]
-    proc = run_cli([command, *args], cli_env(missing, lib.root / "data"), lib.root)
+    proc = run_here([command, *args], cli_env(missing, lib.root / "data"), lib.root)
     line = usage_error(proc)
     assert "model" in line.lower()
     assert str(missing) in line
@@ -182,7 +183,7 @@ def test_missing_model_directory_is_a_usage_error(lib, command):
 @pytest.mark.parametrize("command", ["ingest", "search", "decode"])
 def test_another_checkpoint_is_refused(lib, tiny_model_dir, other_model_dir, command):
     args = {"ingest": [lib.invoice], "search": ["x"], "decode": [MISSING_POINT]}[command]
-    proc = run_cli([command, *args], cli_env(other_model_dir, lib.root / "data"), lib.root)
+    proc = run_here([command, *args], cli_env(other_model_dir, lib.root / "data"), lib.root)
     line = usage_error(proc)
     assert str(tiny_model_dir) in line
     assert str(other_model_dir) in line
@@ -192,7 +193,7 @@ def test_make_test_model_writes_a_loadable_checkpoint(tmp_path):
     from core.model import OcrModel
 
     target = tmp_path / "made"
-    proc = run_cli(["make-test-model", target], cli_env(tmp_path / "unused", tmp_path / "data"), tmp_path)
+    proc = run_here(["make-test-model", target], cli_env(tmp_path / "unused", tmp_path / "data"), tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (target / "config.json").is_file()
     model = OcrModel(str(target), device="cpu").load()

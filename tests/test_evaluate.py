@@ -12,7 +12,7 @@ from cli.sample import DOCUMENTS, QUERIES, SCANS, build_sample, write_text_pdf
 from core.errors import InputError
 from core.text import pdf_page_texts
 from search import Searcher
-from tests.helpers import cli_env, ok_json, page_image, run_cli, usage_error
+from tests.helpers import cli_env, ok_json, page_image, run_here, usage_error
 
 
 def write_set(root, queries: dict[str, tuple[str, str]]):
@@ -144,19 +144,19 @@ def test_the_eval_command(tiny_model_dir, tmp_path):
     lines[2] = json.dumps({**json.loads(lines[2]), "image": "queries/q3.png"})
     (root / "queries.jsonl").write_text("\n".join(lines) + "\n")
     env = cli_env(tiny_model_dir, tmp_path / "data")
-    data = ok_json(run_cli(["eval", root, "--json", "--save-weights"], env, tmp_path))
+    data = ok_json(run_here(["eval", root, "--json", "--save-weights"], env, tmp_path))
     assert [r["run"] for r in data["runs"]] == [label for label, _, _ in RUNS]
     assert data["saved_weights"] and data["runs"][0]["recall_at_1"] >= 1 / 3 - 1e-4  # the image finds its page
     assert data["runs"][2]["mode"] == "text" and data["runs"][1]["exact"] is True
     on_set = env | {"TOKENDIRECT_COLLECTION": "eval-small"}
-    hits = ok_json(run_cli(["search", "zymurgy", "--mode", "text", "--json"], on_set, tmp_path))
+    hits = ok_json(run_here(["search", "zymurgy", "--mode", "text", "--json"], on_set, tmp_path))
     assert hits["mode"] == "text" and [(h["page"], h["signals"]) for h in hits["hits"]] == [(1, ["text"])]
-    text = run_cli(["eval", root], env, tmp_path).stdout  # the table: every run with its hit@5
+    text = run_here(["eval", root], env, tmp_path).stdout  # the table: every run with its hit@5
     assert "hybrid: RRF k=" in text and "(collection)" in text and "leave-one-out" in text
     assert all(f"\n{label} " in text for label, _, _ in RUNS) and "hit@5" in text
-    info = ok_json(run_cli(["info", "--json"], on_set, tmp_path))
+    info = ok_json(run_here(["info", "--json"], on_set, tmp_path))
     assert (info["points"], info["text_search"], info["pages_with_text"]) == (3, True, 2)
-    assert "no corpus/ folder" in usage_error(run_cli(["eval", tmp_path / "nothing"], env, tmp_path))
-    assert "unknown search mode 'fuzzy'" in usage_error(run_cli(["search", "x", "--mode", "fuzzy"], env, tmp_path))
-    built = run_cli(["eval", "--build-sample", tmp_path / "sample"], env, tmp_path)
+    assert "no corpus/ folder" in usage_error(run_here(["eval", tmp_path / "nothing"], env, tmp_path))
+    assert "unknown search mode 'fuzzy'" in usage_error(run_here(["search", "x", "--mode", "fuzzy"], env, tmp_path))
+    built = run_here(["eval", "--build-sample", tmp_path / "sample"], env, tmp_path)
     assert built.returncode == 0 and len(load_set(tmp_path / "sample").queries) == len(QUERIES)

@@ -35,6 +35,7 @@ from tests.helpers import (
     make_folder,
     page_image,
     run_cli,
+    run_here,
     settings_for,
     sha256,
     usage_error,
@@ -143,13 +144,14 @@ def test_wait_says_that_it_waits_and_for_whom(tmp_path, tiny_model_dir, settings
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> SimpleNamespace:
-    """`tokendirect demo` offline, without a model of its own, and without `tokendirect` on the PATH."""
+    """`tokendirect demo` offline, without a model of its own, and without `tokendirect` on the PATH (run in this
+    process; the commands it suggests run in processes of their own)."""
     root = tmp_path_factory.mktemp("demo")
     env = cli_env(Path("unused"), root / "data")
     del env["TOKENDIRECT_MODEL"]
     bin_dir = str(Path(CLI[0]).parent)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != bin_dir)
-    proc = run_cli(["demo"], env, root)
+    proc = run_here(["demo"], env, root)
     return SimpleNamespace(root=root, env=env, proc=proc)
 
 
@@ -179,7 +181,7 @@ def test_after_the_demo_info_names_the_collection_it_used(demo):
     proc = run_as_printed(demo, suggested(demo, "and"))
     assert proc.returncode == 0, proc.stderr
     assert "collection: demo-test-model" in proc.stdout and "points: 4" in proc.stdout
-    default = run_cli(["info"], demo.env, demo.root)
+    default = run_here(["info"], demo.env, demo.root)
     assert "collections in this store: demo-test-model" in default.stdout
     assert "TOKENDIRECT_COLLECTION=demo-test-model" in default.stdout
 
@@ -219,7 +221,7 @@ def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, name, value,
 
 
 def test_a_bad_setting_on_the_command_line_is_that_line(tmp_path, tiny_model_dir):
-    proc = run_cli(["info"], cli_env(tiny_model_dir, tmp_path / "data", TOKENDIRECT_TOP_K="0"), tmp_path)
+    proc = run_here(["info"], cli_env(tiny_model_dir, tmp_path / "data", TOKENDIRECT_TOP_K="0"), tmp_path)
     assert usage_error(proc) == "error: TOKENDIRECT_TOP_K must be at least 1 (it is '0')"
 
 
@@ -235,7 +237,7 @@ def lib(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
 
 
 def test_search_output_shows_each_hits_doc_id(lib):
-    proc = run_cli(["search", "Invoice", "--top-k", "5"], lib.env, lib.root)
+    proc = run_here(["search", "Invoice", "--top-k", "5"], lib.env, lib.root)
     assert proc.returncode == 0, proc.stderr
     doc_ids = {sha256(p) for p in lib.docs.iterdir()}
     shown = {re.search(r"doc ([0-9a-f]{64})", line).group(1) for line in proc.stdout.splitlines()}
@@ -245,7 +247,7 @@ def test_search_output_shows_each_hits_doc_id(lib):
 def test_an_unknown_doc_id_says_so(lib):
     missing = "0" * 64
     assert f"no document with doc_id '{missing}'" in usage_error(
-        run_cli(["search", "x", "--doc", missing], lib.env, lib.root)
+        run_here(["search", "x", "--doc", missing], lib.env, lib.root)
     )
 
 
@@ -258,7 +260,7 @@ def test_an_unknown_doc_id_says_so(lib):
 )
 def test_contradictory_search_options_are_refused(lib, args, says):
     args = [a.format(invoice=lib.docs / "invoice.png") for a in args]
-    assert says in usage_error(run_cli(args, lib.env, lib.root))
+    assert says in usage_error(run_here(args, lib.env, lib.root))
 
 
 @pytest.mark.parametrize(
@@ -266,14 +268,14 @@ def test_contradictory_search_options_are_refused(lib, args, says):
     [["search", "--json"], ["search", "x", "--top-k", "0", "--json"], ["search", "x", "--mode", "fuzzy", "--json"]],
 )
 def test_a_refused_json_search_still_prints_a_json_error_document(lib, args):
-    proc = run_cli(args, lib.env, lib.root)
+    proc = run_here(args, lib.env, lib.root)
     assert proc.returncode == 2
     document = json.loads(proc.stdout)
     assert document["exit_code"] == 2 and document["error"]
 
 
 def test_decode_mode_without_decode_is_warned_about(lib):
-    proc = run_cli(["search", "Invoice", "--decode-mode", "markdown", "--top-k", "1"], lib.env, lib.root)
+    proc = run_here(["search", "Invoice", "--decode-mode", "markdown", "--top-k", "1"], lib.env, lib.root)
     assert proc.returncode == 0 and "--decode-mode has no effect without --decode" in proc.stderr
 
 
@@ -297,7 +299,7 @@ def test_webp_bmp_and_the_first_frame_of_a_gif_are_ingested_and_the_rest_counted
         ("named.png", "content does not match the name: a WEBP file, named '.png'")
     ]
     assert report["files_skipped"] == {"unsupported type .txt": 1, "no file type (extension)": 1}
-    text = run_cli(["ingest", folder], cli_env(tiny_model_dir, tmp_path / "data"), tmp_path).stdout
+    text = run_here(["ingest", folder], cli_env(tiny_model_dir, tmp_path / "data"), tmp_path).stdout
     assert "files left out: 1 no file type (extension), 1 unsupported type .txt" in text.splitlines()
 
 

@@ -13,7 +13,7 @@ from core.pages import count_pages, file_digest, point_id
 from core.store import EdgeStore, PagePoint, open_store
 from ingest import Ingestor
 from ingest.plan import Partition
-from tests.helpers import SMALL, cli_env, ok_json, page_image, run_cli
+from tests.helpers import SMALL, cli_env, ok_json, page_image, run_here
 
 N = 3
 
@@ -127,8 +127,8 @@ def test_workers_of_one_collection_share_it_without_touching_each_others_documen
 
 def test_the_command_line_takes_a_partition_and_refuses_a_bad_one(corpus, tiny_model_dir, tmp_path):
     env = cli_env(tiny_model_dir, tmp_path / "data")
-    report = ok_json(run_cli(["ingest", corpus, "--partition", "1/3", "--json"], env, tmp_path))
+    report = ok_json(run_here(["ingest", corpus, "--partition", "1/3", "--json"], env, tmp_path))
     assert report["partition"] == "1/3"
     assert names(report["documents_added"]) == {f.name for f in corpus.iterdir() if owner(f) == 1}
-    bad = run_cli(["ingest", corpus, "--partition", "3/3"], env, tmp_path)
+    bad = run_here(["ingest", corpus, "--partition", "3/3"], env, tmp_path)
     assert bad.returncode == 2 and "--partition takes I/N" in bad.stderr

@@ -28,6 +28,23 @@ def test_pooled_count_follows_pool_size():
     assert pooled_count(5, 1) == 5
 
 
+def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
+    from config import defaults
+    from core.store.layout import FINE, POOLED, SearchLayout
+    from core.store.schema import rows_per_vector
+
+    def rows(fine_pool_size: float, n: int, dim: int) -> tuple[int, int]:
+        layout = SearchLayout.from_settings(defaults().model_copy(update={"fine_pool_size": fine_pool_size}))
+        unit = unit_length(np.random.default_rng(n).normal(size=(n, dim)).astype(np.float32))
+        _, derived = layout.derive(unit, rows_per_vector(dim))
+        return len(derived[POOLED]), len(derived[FINE])
+
+    assert rows(2.6, 257, DIM) == (17, 99)
+    assert rows(2.5, 257, DIM) == (17, 103)  # the fine vectors, and only they, follow the setting
+    assert rows(2.6, 1121, 1280) == (71, 432)
+    assert rows(1, 1121, 1280) == (71, 561)  # one a token would be 1121 rows: over the 819 one multivector holds
+
+
 @pytest.mark.parametrize("method", ["cluster", "window"])
 def test_pooled_vectors_are_unit_length_and_deterministic(method):
     tokens = np.random.default_rng(0).normal(size=(257, DIM)).astype(np.float32) * 3

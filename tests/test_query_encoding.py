@@ -13,7 +13,7 @@ from core.model import OcrModel
 from core.store import open_store
 from search import Searcher
 from search.blank import BlankCanvases
-from tests.helpers import SMALL, cli_env, page_image, run_cli
+from tests.helpers import SMALL, cli_env, page_image, run_here
 
 WORDS = "heron colony nests counted along the river weir gauge reading spring survey".split()
 
@@ -116,7 +116,7 @@ def test_bench_query_reports_each_phase(tmp_path, tiny_model_dir):
     corpus.mkdir()
     page_image(["Heron colony", "48 nests"], size=SMALL).save(corpus / "page.png")
     args = ["bench", "query", "--corpus", corpus, "--query", "heron nests", "--runs", "1", "--repeat", "1", "--json"]
-    proc = run_cli(args, cli_env(tiny_model_dir, tmp_path / "data"), tmp_path)
+    proc = run_here(args, cli_env(tiny_model_dir, tmp_path / "data"), tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["pages"] == 1 and set(data["in_process_ms"]) == {"visual", "text", "hybrid", "rerank"}

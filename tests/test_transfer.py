@@ -25,7 +25,7 @@ from core.store.storage import to_storage
 from core.store.transfer import ExportFile, export_collection, import_collection
 from ingest import Ingestor
 from search.plan import search
-from tests.helpers import cli_env, make_docs, ok_json, run_cli, usage_error
+from tests.helpers import cli_env, make_docs, ok_json, run_here, usage_error
 
 
 def every_page(store) -> dict[str, PagePoint]:
@@ -171,16 +171,18 @@ def test_export_and_import_on_the_command_line(src, tiny_model_dir):
     shutil.copytree(src.settings.data_dir, src.root / "cli-src")
     out = src.root / "cli.zip"
     exported = ok_json(
-        run_cli(["export", out, "--json", "--batch-size", "5"], cli_env(tiny_model_dir, src.root / "cli-src"), src.root)
+        run_here(
+            ["export", out, "--json", "--batch-size", "5"], cli_env(tiny_model_dir, src.root / "cli-src"), src.root
+        )
     )
     assert (exported["points"], exported["batches"], exported["verified"]) == (6, 2, True)
     assert exported["digest"] == src.report.digest and exported["bytes"] == out.stat().st_size
 
     target = cli_env(tiny_model_dir, src.root / "cli-dst")
-    imported = ok_json(run_cli(["import", out, "--json"], target, src.root))
+    imported = ok_json(run_here(["import", out, "--json"], target, src.root))
     assert imported["ok"] and (imported["points"], imported["verified"], imported["mismatched"]) == (6, 6, [])
-    info = ok_json(run_cli(["info", "--json"], target, src.root))
+    info = ok_json(run_here(["info", "--json"], target, src.root))
     assert (info["points"], info["documents"], info["model"]) == (6, 4, src.record["model"])
 
-    line = usage_error(run_cli(["import", src.root / "no-such.zip"], target, src.root))
+    line = usage_error(run_here(["import", src.root / "no-such.zip"], target, src.root))
     assert "no-such.zip" in line

