@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
         "one dense vector per page).",
     )
+    prefetch_share: float = Field(
+        0.09,
+        ge=0.0,
+        le=1.0,
+        description="Share of the collection's pages the first stage hands on where that is more than PREFETCH_DENSE: "
+        "the pages the coarse scan misorders grow with the collection, so its depth does too (10,000 pages: 900).",
+    )
     prefetch_pooled: int = Field(
         20, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."
     )

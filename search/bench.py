@@ -369,6 +369,8 @@ class SearchBench:
     scan_ram_bytes_per_page: float | None  # what the scan holds in RAM
     build_s: float
     prefetch_dense: int
+    prefetch_share: float
+    prefetch_first: int  # what the first stage handed on at this size: PREFETCH_DENSE, or PREFETCH_SHARE of the pages
     prefetch_pooled: int
     exact_below: int
     pooling: str
@@ -488,6 +490,8 @@ def measure(
         scan_ram_bytes_per_page=round(scan.nbytes / max(scan.count, 1), 1) if scan is not None else None,
         build_s=round(build_s, 1),
         prefetch_dense=layout.prefetch_dense,
+        prefetch_share=layout.prefetch_share,
+        prefetch_first=layout.limits(TOP, pages)[0],
         prefetch_pooled=layout.prefetch_pooled,
         exact_below=layout.exact_below,
         pooling=layout.pooling,

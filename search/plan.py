@@ -34,14 +34,14 @@ def check_mode(mode: str) -> None:
         raise UsageError(f"unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}")
 
 
-def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None, fast: bool) -> Stage:
+def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None, fast: int) -> Stage:
     """MaxSim of the query tokens against the pages: through the fast path's nested prefetch (its depths sized for
-    `limit` hits), or exact over every page."""
+    `limit` hits in a collection of `fast` pages: `fast_path_pages`), or exact over every page (`fast` 0)."""
     rows = query_rows(store, tokens)
     pages = Filter(TOKENS, doc_id)
     prefetch = ()
     if fast:
-        first_limit, last_limit = store.layout.limits(limit)
+        first_limit, last_limit = store.layout.limits(limit, fast)
         first = first_stage(store, tokens, first_limit, doc_id, rows)
         # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED
@@ -72,10 +72,14 @@ def first_stage(
     return tuple(Stage(Nearest(DENSE, p), limit, pages, hnsw_ef=limit) for p in layout.dense_probes(tokens))
 
 
-def uses_fast_path(store: PageStore) -> bool:
-    """Whether a visual search goes through the fast path: the collection has its vectors, and holds more pages
-    than `exact_below` (in a smaller one exact MaxSim over every page costs a few milliseconds, and is exact)."""
-    return store.has_fast_path() and store.count() > store.layout.exact_below
+def fast_path_pages(store: PageStore) -> int:
+    """The collection's page count when a visual search goes through the fast path, else 0. It does when the
+    collection has the fast path's vectors and more pages than `exact_below` (in a smaller one exact MaxSim over
+    every page costs a few milliseconds, and is exact)."""
+    if not store.has_fast_path():
+        return 0
+    pages = store.count()
+    return pages if pages > store.layout.exact_below else 0
 
 
 def text(sparse, limit: int, doc_id: str | None) -> Stage:
@@ -100,7 +104,7 @@ def search(
     query = None if tokens is None else np.asarray(tokens, dtype=np.float32)
     if mode != "text" and query is None:
         raise UsageError(f"search mode {mode!r} needs the query's tokens")
-    fast = not exact and mode != "text" and uses_fast_path(store)
+    fast = 0 if exact or mode == "text" else fast_path_pages(store)
     if mode == "visual":
         return _signed(store.query([visual(store, query, limit, doc_id, fast)])[0], ["visual"])
     _require_text_index(store)
@@ -110,7 +114,7 @@ def search(
     if mode == "text":
         return _signed(store.query([text(sparse, limit, doc_id)])[0], ["text"])
     if mode == "rerank":
-        exact_stage = visual(store, query, limit, doc_id, fast=False)
+        exact_stage = visual(store, query, limit, doc_id, fast=0)
         rerank = Stage(exact_stage.query, limit, Filter(TOKENS, doc_id), (text(sparse, pool_for(limit), doc_id),))
         return _signed(store.query([rerank])[0], ["text", "visual"])
     weights = fusion or from_settings(defaults())
@@ -137,7 +141,7 @@ def pool_for(limit: int) -> int:
 
 
 def signal_stages(
-    query: np.ndarray, sparse, store: PageStore, limit: int, doc_id: str | None, fast: bool
+    query: np.ndarray, sparse, store: PageStore, limit: int, doc_id: str | None, fast: int
 ) -> tuple[Stage, Stage | None]:
     """The two rankings hybrid fuses for `limit` hits, each `pool_for(limit)` deep: the visual one (the fast path,
     or exact) and the text one (None when the query has no searchable word). Run on their own, they give what the
@@ -152,7 +156,7 @@ def signal_rankings(
     """The visual and the text ranking that hybrid would fuse for `limit` hits (the text one empty when the query
     has no searchable word)."""
     _require_text_index(store)
-    fast = not exact and uses_fast_path(store)  # the path hybrid itself takes, small collections exact
+    fast = 0 if exact else fast_path_pages(store)  # the path hybrid itself takes, small collections exact
     query = np.asarray(tokens, dtype=np.float32)
     by_visual, by_text = signal_stages(query, embed_query(text_query), store, limit, doc_id, fast)
     results = store.query([by_visual] + ([by_text] if by_text else []))

@@ -8,8 +8,10 @@ the contract runs without a model.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -25,7 +27,7 @@ from core.store.record import META_ID, SCHEMA_VERSION
 from core.store.schema import INDEXED_FIELDS
 from core.store.storage import ROWS_FIELD, to_storage
 from core.tensors import unit_length
-from search.plan import search
+from search.plan import fast_path_pages, search, visual
 from tests.helpers import bfloat16_tokens
 
 DIM = 32
@@ -317,7 +319,7 @@ def test_exact_bypasses_the_fast_path(filled, engine):
         {"doc_id": "contrary", "source": "/c", "page": 1},
         np.concatenate([query, np.repeat(-query, 19, axis=0)]),
     )
-    depths = {"prefetch_dense": 1, "prefetch_pooled": 1}
+    depths = {"prefetch_dense": 1, "prefetch_share": 0.0, "prefetch_pooled": 1}
     dense = {"first_stage": "mean", "collection": f"{engine.collection}-dense", "exact_below": 0}
     with open_store(engine.model_copy(update={**depths, **dense})) as shallow:
         shallow.bind(IDENTITY)
@@ -333,6 +335,32 @@ def test_exact_bypasses_the_fast_path(filled, engine):
         small.upsert([contrary])
         assert small.count() <= small.layout.exact_below
         assert [h.point_id for h in search(small, query, limit=3)] == [h.point_id for h in exact]
+
+
+def test_the_first_stage_keeps_a_share_of_the_collection_where_that_is_more(engine):
+    """The page only exact MaxSim finds (above): a first stage that keeps every page (a share of 1) finds it too,
+    one that keeps a single page does not, and the plan's first stage is as deep as the share says."""
+    query = np.eye(DIM, dtype=np.float32)[:1]
+    contrary = PagePoint(
+        point_id("contrary", 1),
+        {"doc_id": "contrary", "source": "/c", "page": 1},
+        np.concatenate([query, np.repeat(-query, 19, axis=0)]),
+    )
+    base = {"prefetch_dense": 1, "prefetch_pooled": 1, "first_stage": "mean", "exact_below": 0}
+    found = {}
+    with open_store(engine.model_copy(update=base)) as store:
+        store.bind(IDENTITY)
+        store.upsert([*PAGES, contrary])
+        store.optimize()
+        built = store.layout
+        for share in (0.0, 0.5, 1.0):
+            store.layout = replace(built, prefetch_share=share)  # as a handle opened with this share reads it
+            pages = fast_path_pages(store)
+            assert pages == len(PAGES) + 1
+            first = visual(store, query, 3, None, pages).prefetch[0].prefetch[0]
+            assert first.limit == max(3, math.ceil(share * pages))
+            found[share] = contrary.point_id in {h.point_id for h in search(store, query, limit=3)}
+    assert not found[0.0] and found[1.0]
 
 
 def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_settings(filled, engine):

@@ -41,6 +41,7 @@ class SearchLayout:
     exact_below: int = 0  # collections of at most this many pages are searched exactly
     probes: int = 1  # dense first stage: query vectors (the query's mean, then the means of its token groups)
     fine_pool_size: float = 0  # "pooled" first stage: tokens per fine pooled vector
+    prefetch_share: float = 0.0  # the first stage hands on at least this share of the collection's pages
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size")
 
@@ -58,6 +59,7 @@ class SearchLayout:
             s.exact_below,
             s.first_stage_probes,
             s.fine_pool_size,
+            s.prefetch_share,
         )
 
     @property
@@ -101,10 +103,12 @@ class SearchLayout:
         older = {"first_stage": "mean", "fine_pool_size": 0}
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
-    def limits(self, limit: int) -> tuple[int, int]:
-        """(first stage, stage before exact) prefetch limits for a query asking for `limit` hits."""
+    def limits(self, limit: int, pages: int = 0) -> tuple[int, int]:
+        """(first stage, stage before exact) prefetch limits for a query asking for `limit` hits in a collection of
+        `pages` pages. The first stage keeps `prefetch_dense` pages, or `prefetch_share` of them where that is more:
+        a page of the exact top 10 that the coarse codes misorder falls behind more pages in a larger collection."""
         pooled = max(limit, self.prefetch_pooled)
-        return max(pooled, self.prefetch_dense), pooled
+        return max(pooled, self.prefetch_dense, math.ceil(self.prefetch_share * pages)), pooled
 
     def fine_size(self, n: int, keep: int) -> float:
         """Tokens per fine pooled vector for a page of `n` tokens: `fine_pool_size`, or more where that many
