@@ -309,16 +309,22 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
         assert {h.payload["doc_id"] for h in topic} == {"topic-5"} and len(topic) == 3
 
 
-def test_exact_bypasses_the_fast_path(filled, engine):
-    """A page whose tokens mostly point away from the query, holding the query's token exactly: its dense vector
-    ranks it last, so only exact MaxSim over every page puts it first (a dense first stage, as collections made
-    before the pooled one have)."""
+def contrary_page() -> tuple[np.ndarray, PagePoint]:
+    """A one-token query, and a page holding that token whose other 19 tokens point the opposite way."""
     query = np.eye(DIM, dtype=np.float32)[:1]
-    contrary = PagePoint(
+    page = PagePoint(
         point_id("contrary", 1),
         {"doc_id": "contrary", "source": "/c", "page": 1},
         np.concatenate([query, np.repeat(-query, 19, axis=0)]),
     )
+    return query, page
+
+
+def test_exact_bypasses_the_fast_path(filled, engine):
+    """A page whose tokens mostly point away from the query, holding the query's token exactly: its dense vector
+    ranks it last, so only exact MaxSim over every page puts it first (a dense first stage, as collections made
+    before the pooled one have)."""
+    query, contrary = contrary_page()
     depths = {"prefetch_dense": 1, "prefetch_share": 0.0, "prefetch_pooled": 1}
     dense = {"first_stage": "mean", "collection": f"{engine.collection}-dense", "exact_below": 0}
     with open_store(engine.model_copy(update={**depths, **dense})) as shallow:
@@ -340,12 +346,7 @@ def test_exact_bypasses_the_fast_path(filled, engine):
 def test_the_first_stage_keeps_a_share_of_the_collection_where_that_is_more(engine):
     """The page only exact MaxSim finds (above): a first stage that keeps every page (a share of 1) finds it too,
     one that keeps a single page does not, and the plan's first stage is as deep as the share says."""
-    query = np.eye(DIM, dtype=np.float32)[:1]
-    contrary = PagePoint(
-        point_id("contrary", 1),
-        {"doc_id": "contrary", "source": "/c", "page": 1},
-        np.concatenate([query, np.repeat(-query, 19, axis=0)]),
-    )
+    query, contrary = contrary_page()
     base = {"prefetch_dense": 1, "prefetch_pooled": 1, "first_stage": "mean", "exact_below": 0}
     found = {}
     with open_store(engine.model_copy(update=base)) as store:
