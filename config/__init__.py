@@ -90,17 +90,23 @@ class Settings(BaseSettings):
     # coarse pooled MaxSim over every page (binary codes in RAM) -> fine pooled MaxSim over its survivors (binary
     # codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
-        300,
+        500,
         ge=1,
         description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
         "one dense vector per page).",
     )
     prefetch_share: float = Field(
-        0.09,
+        0.12,
         ge=0.0,
         le=1.0,
         description="Share of the collection's pages the first stage hands on where that is more than PREFETCH_DENSE: "
-        "the pages the coarse scan misorders grow with the collection, so its depth does too (10,000 pages: 900).",
+        "the pages the coarse scan misorders grow with the collection, so its depth does too (10,000 pages: 1200).",
+    )
+    query_pool_size: float = Field(
+        2.5,
+        ge=1,
+        description="Query tokens per query vector in the first stage (k-means, as pages are pooled; 20 tokens -> 8): "
+        "its scan of every page costs in proportion to the query's rows. 1: every token.",
     )
     prefetch_pooled: int = Field(
         20, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."

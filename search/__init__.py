@@ -24,7 +24,7 @@ from core.pooling import keep_mask
 from core.render import RenderedQuery, render_views
 from core.stage import Stage
 from core.store import PageStore
-from core.tensors import to_numpy
+from core.tensors import one_blas_thread, to_numpy
 from search import plan
 from search.blank import BlankCanvases
 from search.fusion import FusionWeights, resolve
@@ -148,7 +148,8 @@ class Searcher(Stage):
         encoded = [to_numpy(t) for t in self.model.encode_pages(batch, batch_size=len(batch))]
         for size, tokens in zip(missing, encoded[len(images) :], strict=True):
             known[size] = blanks.put(size, tokens)
-        return [t[keep_mask(t, known[im.size], similarity)] for t, im in zip(encoded, images, strict=False)]
+        with one_blas_thread():
+            return [t[keep_mask(t, known[im.size], similarity)] for t, im in zip(encoded, images, strict=False)]
 
     def blank_canvases(self) -> BlankCanvases:
         if self._blank is None:

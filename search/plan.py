@@ -1,11 +1,11 @@
 """What a search asks Qdrant, by mode: one query plan (schema.Stage, plain data) that every engine runs as one
 native query.
 
-- visual: MaxSim of the query's tokens. Through the fast path, MaxSim on every page's coarse pooled vectors (binary
-  scores, in RAM) -> MaxSim on the survivors' fine pooled vectors (binary scores, in RAM) -> exact MaxSim on
-  `tokens` over the last survivors, the only float16 rows read from disk (collections made before the coarse scan:
-  dense HNSW -> pooled MaxSim, int8 scores -> exact); with `exact=True`, in a collection made before the fast
-  path, or in one of at most `exact_below` pages, exact MaxSim over every page.
+- visual: MaxSim of the query's tokens. Through the fast path, MaxSim of its pooled tokens on every page's coarse
+  pooled vectors (binary scores, in RAM) -> MaxSim of its tokens on the survivors' fine pooled vectors (binary
+  scores, in RAM) -> exact MaxSim on `tokens` over the last survivors, the only float16 rows read from disk
+  (collections made before the coarse scan: dense HNSW -> pooled MaxSim, int8 scores -> exact); with `exact=True`,
+  in a collection made before the fast path, or in one of at most `exact_below` pages, exact MaxSim over every page.
 - text: BM25 of the query text over the pages' `bm25` vectors.
 - hybrid: both, fused by weighted reciprocal rank fusion in the same query (search/fusion.py says with which
   weights); the batch also asks for the text ranking alone, which tells which fused hits the text signal found.
@@ -22,7 +22,7 @@ from core.pooling import spread_order
 from core.store import PagePoint, PageStore
 from core.store.layout import DENSE, FINE, POOLED
 from core.store.schema import BM25, TOKENS, Filter, Nearest, Stage
-from core.tensors import unit_length
+from core.tensors import on_one_blas_thread, unit_length
 from core.text import embed_query
 from search.fusion import FusionWeights, contribution, from_settings
 
@@ -42,7 +42,7 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     prefetch = ()
     if fast:
         first_limit, last_limit = store.layout.limits(limit, fast)
-        first = first_stage(store, tokens, first_limit, doc_id, rows)
+        first = first_stage(store, tokens, first_limit, doc_id)
         # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED
         prefetch = (Stage(Nearest(last, rows), last_limit, pages, first, rescore=False),)
@@ -58,17 +58,14 @@ def query_rows(store: PageStore, tokens: np.ndarray) -> list[list[float]]:
     return unit.astype(np.float16).astype(np.float32).tolist()
 
 
-def first_stage(
-    store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None, rows: list | None = None
-) -> tuple[Stage, ...]:
-    """The fast path's first stage for `limit` pages: MaxSim on every page's coarse pooled vectors (binary scores),
-    or - in collections made before it - one HNSW search over the dense vectors per probe (the next stage scores
-    the union of what they found). `rows`: the query's `query_rows`, when already at hand."""
+def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> tuple[Stage, ...]:
+    """The fast path's first stage for `limit` pages: MaxSim of the query's pooled tokens (`SearchLayout.coarse_query`)
+    on every page's coarse pooled vectors (binary scores), or - in collections made before it - one HNSW search over
+    the dense vectors per probe (the next stage scores the union of what they found)."""
     layout = store.layout
     pages = Filter(TOKENS, doc_id)
     if layout.pooled_first:
-        rows = query_rows(store, tokens) if rows is None else rows
-        return (Stage(Nearest(POOLED, rows), limit, pages, rescore=False),)
+        return (Stage(Nearest(POOLED, query_rows(store, layout.coarse_query(tokens))), limit, pages, rescore=False),)
     return tuple(Stage(Nearest(DENSE, p), limit, pages, hnsw_ef=limit) for p in layout.dense_probes(tokens))
 
 
@@ -87,6 +84,7 @@ def text(sparse, limit: int, doc_id: str | None) -> Stage:
     return Stage(Nearest(BM25, sparse), limit, Filter(BM25, doc_id))
 
 
+@on_one_blas_thread  # the query's matrix products are small: see core/tensors.py
 def search(
     store: PageStore,
     tokens: np.ndarray | None,

@@ -45,6 +45,23 @@ def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
     assert rows(1, 1121, 1280) == (71, 561)  # one a token would be 1121 rows: over the 819 one multivector holds
 
 
+def test_the_coarse_query_pools_alike_query_tokens_and_keeps_every_direction():
+    from config import defaults
+    from core.store.layout import SearchLayout
+
+    rng = np.random.default_rng(3)
+    directions = unit_length(rng.normal(size=(4, DIM)).astype(np.float32))
+    query = clustered(rng, directions, 20)
+    layout = SearchLayout.from_settings(defaults())
+    pooled = layout.coarse_query(query)
+    assert pooled.shape == (8, DIM)  # one row per 2.5 tokens
+    likeness = pooled @ directions.T
+    assert likeness.max(axis=1).min() > 0.85  # each row is one of the directions (a blend of two: about 0.7)
+    assert set(likeness.argmax(axis=1)) == {0, 1, 2, 3}  # and every direction has a row
+    whole = SearchLayout.from_settings(defaults().model_copy(update={"query_pool_size": 1}))
+    assert whole.coarse_query(query) is query
+
+
 @pytest.mark.parametrize("method", ["cluster", "window"])
 def test_pooled_vectors_are_unit_length_and_deterministic(method):
     tokens = np.random.default_rng(0).normal(size=(257, DIM)).astype(np.float32) * 3
@@ -103,3 +120,20 @@ def test_muvera_fde_dot_products_follow_maxsim():
         query = muvera_fde(page[:8], query=True)
         hits += int(np.argmax(encoded @ query) == i)
     assert hits >= 9
+
+
+def test_a_querys_matrix_products_run_on_one_blas_thread():
+    from threadpoolctl import threadpool_info
+
+    from core.tensors import one_blas_thread
+    from search.plan import search
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "numpy's BLAS is not seen"
+    with one_blas_thread():
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before  # given back after the block
+    assert search.__wrapped__  # the search plan runs in such a block

@@ -364,6 +364,19 @@ def test_the_first_stage_keeps_a_share_of_the_collection_where_that_is_more(engi
     assert not found[0.0] and found[1.0]
 
 
+def test_the_first_stage_scans_with_the_querys_pooled_tokens_and_the_later_stages_with_all(filled):
+    """The coarse scan of every page costs in proportion to the query's rows: it gets the query pooled to one row per
+    `query_pool_size` tokens, while the fine and exact stages score every query token."""
+    query = PAGES[1].tokens  # 12 rows
+    for pool_size, first_rows in ((2.5, 5), (1.0, 12)):
+        filled.layout = replace(filled.layout, query_pool_size=pool_size, exact_below=0)
+        plan = visual(filled, query, 3, None, fast_path_pages(filled))
+        (fine,) = plan.prefetch
+        (first,) = fine.prefetch
+        assert [len(first.query.vector), len(fine.query.vector), len(plan.query.vector)] == [first_rows, 12, 12]
+        assert search(filled, query, limit=1)[0].point_id == PAGES[1].point_id
+
+
 def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_settings(filled, engine):
     """A writer with other fast-path settings binds, and then writes the vectors the collection has."""
     assert filled.record()["layout"]["first_stage"] == "pooled"

@@ -42,6 +42,7 @@ class SearchLayout:
     probes: int = 1  # dense first stage: query vectors (the query's mean, then the means of its token groups)
     fine_pool_size: float = 0  # "pooled" first stage: tokens per fine pooled vector
     prefetch_share: float = 0.0  # the first stage hands on at least this share of the collection's pages
+    query_pool_size: float = 1.0  # the first stage scans with the query's tokens pooled to one per this many
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size")
 
@@ -60,6 +61,7 @@ class SearchLayout:
             s.first_stage_probes,
             s.fine_pool_size,
             s.prefetch_share,
+            s.query_pool_size,
         )
 
     @property
@@ -94,6 +96,12 @@ class SearchLayout:
             return [first]
         centres = pool_tokens(tokens, math.ceil(len(tokens) / groups), "cluster")
         return [first, *(dense_vector(c[None, :]).tolist() for c in centres)]
+
+    def coarse_query(self, tokens: np.ndarray) -> np.ndarray:
+        """The query the coarse scan scores every page with: its tokens pooled by the same k-means as a page's, one
+        vector per `query_pool_size` tokens. The scan costs in proportion to the query's rows, and it only has to
+        keep the right pages among the first stage's survivors: the later stages score every query token."""
+        return tokens if self.query_pool_size <= 1 else pool_tokens(tokens, self.query_pool_size, "cluster")
 
     def built(self) -> dict:
         return {k: getattr(self, k) for k in self.BUILT}
