@@ -58,7 +58,8 @@ def _describe(r) -> str:
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,
             f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_first} / {r.prefetch_pooled} "
-            f"(first: {r.prefetch_dense} or {r.prefetch_share:.0%} of the pages), "
+            f"(first: {r.prefetch_dense} or {r.prefetch_share:.0%} of the pages, scanned with a query vector per "
+            f"{r.query_pool_size:g} tokens), "
             f"pool size {r.pool_size}, exact below {r.exact_below} pages",
         ]
     )

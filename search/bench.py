@@ -372,6 +372,7 @@ class SearchBench:
     prefetch_share: float
     prefetch_first: int  # what the first stage handed on at this size: PREFETCH_DENSE, or PREFETCH_SHARE of the pages
     prefetch_pooled: int
+    query_pool_size: float  # query tokens per query vector in the first stage's scan
     exact_below: int
     pooling: str
     pool_size: int
@@ -493,6 +494,7 @@ def measure(
         prefetch_share=layout.prefetch_share,
         prefetch_first=layout.limits(TOP, pages)[0],
         prefetch_pooled=layout.prefetch_pooled,
+        query_pool_size=layout.query_pool_size,
         exact_below=layout.exact_below,
         pooling=layout.pooling,
         pool_size=layout.pool_size,

@@ -71,6 +71,7 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
+    assert data["query_pool_size"] == 2.5 and data["prefetch_first"] == 500  # the defaults it ran with
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory
 
