@@ -21,6 +21,17 @@ def _sizes(pages: list[str]) -> list[int]:
     return sizes
 
 
+def _structure(changes: dict | None) -> str:
+    if not changes:
+        return ""
+    values = {k: ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v for k, v in changes.items()}
+    return " varied: " + ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _deeper(r) -> str:
+    return f"; both {r.depth_scale:g} times deeper for {r.dim}-dimension tokens" if r.depth_scale > 1 else ""
+
+
 def _describe(r) -> str:
     def ms(p50, p95) -> str:
         return f"{p50:.1f} / {p95:.1f} ms" if p50 is not None else "not measured"
@@ -44,7 +55,8 @@ def _describe(r) -> str:
         ram = f"  RAM-resident: not measured on this store; estimate from the layout {estimate:.1f} kB a page"
     return "\n".join(
         [
-            f"{r.pages} pages ({r.source}, {r.tokens_per_page:g} tokens a page), {r.queries} queries, "
+            f"{r.pages} pages ({r.source}{_structure(r.structure)}, {r.tokens_per_page:g} tokens a page), "
+            f"{r.queries} queries, "
             f"load average {r.load_average}:",
             f"  recall@10 against exact MaxSim: fast path {r.recall_at_10:.3f} (worst query {r.recall_at_10_min:.1f}), "
             f"its first stage alone {r.first_stage_recall_at_10:.3f}, a random ranking {r.random_recall_at_10:.3f}"
@@ -57,9 +69,9 @@ def _describe(r) -> str:
             f"  exact score gap, rank 10 to 11: median {r.exact_gap_10_11:.3f} "
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,
-            f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_first} / {r.prefetch_pooled} "
+            f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_first} / {r.prefetch_last} "
             f"(first: {r.prefetch_dense} or {r.prefetch_share:.0%} of the pages, scanned with a query vector per "
-            f"{r.query_pool_size:g} tokens), "
+            f"{r.query_pool_size:g} tokens{_deeper(r)}), "
             f"pool size {r.pool_size}, exact below {r.exact_below} pages",
         ]
     )
@@ -81,6 +93,12 @@ def search(
         None, "--workdir", help="Keep the synthetic collection here and reuse it in later runs (default: temporary)."
     ),
     scan: bool = typer.Option(True, "--scan/--no-scan", help="Also time an in-memory torch MaxSim scan."),
+    vary: list[str] = typer.Option(
+        [],
+        "--vary",
+        help="Another structure of synthetic pages, FIELD=VALUE (repeatable; a range: regions=5,9): see "
+        "search/bench.py SyntheticSpec.",
+    ),
     plot_file: Optional[Path] = typer.Option(None, "--plot", help="Draw latency and recall against pages (PNG)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the largest size; all in `runs`)."),
 ) -> None:
@@ -92,10 +110,12 @@ def search(
     def progress(message: str) -> None:
         typer.echo(message, err=True)
 
+    if collection and vary:
+        raise UsageError("--vary changes the synthetic pages; it does not apply to --collection")
     if collection:
         results = [bench.collection_bench(s.model_copy(update={"collection": collection}), queries, scan, progress)]
     else:
-        spec = bench.SyntheticSpec(tokens=tokens, dim=dim)
+        spec = bench.varied(bench.SyntheticSpec(tokens=tokens, dim=dim), vary)
         results = bench.synthetic_bench(
             _sizes(pages),
             s,

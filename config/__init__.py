@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     prefetch_pooled: int = Field(
         20, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."
     )
+    prefetch_dim: int = Field(
+        1280,
+        ge=0,
+        description="Token dimension the prefetch depths are set for. A collection of narrower tokens has binary "
+        "codes of fewer bits, which order pages less precisely (their error grows as 1 / sqrt(bits)): its "
+        "stages look sqrt(PREFETCH_DIM / dim) times deeper (384 dimensions: 1.8 times). 0: the depths as set.",
+    )
     pooling: Literal["cluster", "window"] = Field(
         "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."
     )

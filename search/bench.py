@@ -21,6 +21,7 @@ Everything is seeded: the same N gives the same pages, and page i is the same wh
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -125,6 +126,46 @@ class SyntheticPages:
             centres = regions[r][rng.integers(0, len(regions[r]), s.query_region_tokens)]
             parts.append(self._moved(rng, centres, s.paraphrase))
         return bfloat16_values(self._moved(rng, np.concatenate(parts), s.query_noise))
+
+
+def varied(spec: SyntheticSpec, changes: list[str]) -> SyntheticSpec:
+    """`spec` with FIELD=VALUE changes (a range: FIELD=LOW,HIGH), for measuring the fast path on a structure other
+    than the default one: `tokendirect bench search --vary paraphrase=0.8`."""
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    updates = {}
+    for change in changes:
+        name, _, text = change.partition("=")
+        name = name.strip()
+        if name not in fields or name in ("tokens", "dim") or not text:
+            known = ", ".join(n for n in fields if n not in ("tokens", "dim"))
+            raise UsageError(f"--vary takes FIELD=VALUE with FIELD one of: {known} (got {change!r})")
+        default = fields[name]
+        kind = type(default[0]) if isinstance(default, tuple) else type(default)
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise UsageError(f"--vary {name} takes {kind.__name__} values (got {text!r})") from None
+        if len(values) != (len(default) if isinstance(default, tuple) else 1):
+            raise UsageError(f"--vary {name} takes {len(default)} values, LOW,HIGH (got {text!r})")
+        if isinstance(default, tuple) and values[0] > values[1]:
+            raise UsageError(f"--vary {name} takes LOW,HIGH with LOW <= HIGH (got {text!r})")
+        updates[name] = values if isinstance(default, tuple) else values[0]
+    new = dataclasses.replace(spec, **updates)
+    try:
+        SyntheticPages(new).query(0, 0)  # a page and a query of it can be drawn
+    except ValueError as exc:
+        raise UsageError(f"--vary {', '.join(changes)}: no such pages can be drawn ({exc})") from None
+    return new
+
+
+def structure_of(spec: SyntheticSpec) -> dict:
+    """The fields in which `spec` differs from the default structure (its shape aside)."""
+    default = SyntheticSpec()
+    return {
+        f.name: getattr(spec, f.name)
+        for f in dataclasses.fields(spec)
+        if f.name not in ("tokens", "dim") and getattr(spec, f.name) != getattr(default, f.name)
+    }
 
 
 def synthetic_identity(spec: SyntheticSpec) -> ModelIdentity:
@@ -339,6 +380,7 @@ class SearchBench:
     pages: int
     queries: int
     tokens_per_page: float
+    dim: int
     chunked: bool  # pages hold more rows than one multivector: exact MaxSim ranks by the `tokens` chunk alone
     recall_at_10: float  # the fast path against exact MaxSim (mean over the queries)
     recall_at_10_min: float  # ... its worst query
@@ -372,6 +414,8 @@ class SearchBench:
     prefetch_share: float
     prefetch_first: int  # what the first stage handed on at this size: PREFETCH_DENSE, or PREFETCH_SHARE of the pages
     prefetch_pooled: int
+    depth_scale: float  # how much deeper than set the binary-coded stages looked, for the tokens' dimension
+    prefetch_last: int  # what the stage before exact handed on at this size: PREFETCH_POOLED, deeper for narrow tokens
     query_pool_size: float  # query tokens per query vector in the first stage's scan
     exact_below: int
     pooling: str
@@ -379,6 +423,7 @@ class SearchBench:
     first_stage: str
     load_average: float  # the machine's 1-minute load average at the end of the run
     source: str
+    structure: dict | None = None  # synthetic pages: how their structure differs from the default ({}: it does not)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -461,6 +506,7 @@ def measure(
         pages=pages,
         queries=len(queries),
         tokens_per_page=round(tokens_per_page, 1),
+        dim=dim,
         chunked=tokens_per_page > rows_per_vector(dim),
         recall_at_10=round(float(np.mean(r.recall)), 4),
         recall_at_10_min=round(float(np.min(r.recall)), 4),
@@ -492,7 +538,9 @@ def measure(
         build_s=round(build_s, 1),
         prefetch_dense=layout.prefetch_dense,
         prefetch_share=layout.prefetch_share,
-        prefetch_first=layout.limits(TOP, pages)[0],
+        prefetch_first=layout.limits(TOP, pages, store.dim)[0],
+        prefetch_last=layout.limits(TOP, pages, store.dim)[1],
+        depth_scale=round(layout.depth_scale(store.dim), 3),
         prefetch_pooled=layout.prefetch_pooled,
         query_pool_size=layout.query_pool_size,
         exact_below=layout.exact_below,
@@ -565,6 +613,7 @@ def synthetic_bench(
                 raise UsageError(f"the bench collection in {root} holds {store.count()} pages, not {size}")
             ids = [point_id(_doc(i // DOC_PAGES), i + 1) for i in range(size)] if table is not None else None
             result = measure(store, qs, table, build_s, "synthetic", spec.tokens, spec.dim, bench_settings, ids)
+            result.structure = structure_of(spec)
             results.append(result)
             on_result(result)
     finally:

@@ -5,7 +5,8 @@ native query.
   pooled vectors (binary scores, in RAM) -> MaxSim of its tokens on the survivors' fine pooled vectors (binary
   scores, in RAM) -> exact MaxSim on `tokens` over the last survivors, the only float16 rows read from disk
   (collections made before the coarse scan: dense HNSW -> pooled MaxSim, int8 scores -> exact); with `exact=True`,
-  in a collection made before the fast path, or in one of at most `exact_below` pages, exact MaxSim over every page.
+  in a collection made before the fast path, in one of at most `exact_below` pages, or where the stage before exact
+  would hand on every page (`SearchLayout.limits`), exact MaxSim over every page.
 - text: BM25 of the query text over the pages' `bm25` vectors.
 - hybrid: both, fused by weighted reciprocal rank fusion in the same query (search/fusion.py says with which
   weights); the batch also asks for the text ranking alone, which tells which fused hits the text signal found.
@@ -40,8 +41,8 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     rows = query_rows(store, tokens)
     pages = Filter(TOKENS, doc_id)
     prefetch = ()
-    if fast:
-        first_limit, last_limit = store.layout.limits(limit, fast)
+    first_limit, last_limit = store.layout.limits(limit, fast, store.dim) if fast else (0, 0)
+    if fast and last_limit < fast:  # else exact MaxSim would score every page anyway: it alone is cheaper
         first = first_stage(store, tokens, first_limit, doc_id)
         # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED

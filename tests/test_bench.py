@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from core.errors import UsageError
 from core.pooling import dense_vector, maxsim
 from core.store.storage import to_storage
 from core.tensors import bfloat16_values
-from search.bench import SyntheticPages, SyntheticSpec
+from search.bench import SyntheticPages, SyntheticSpec, structure_of, varied
 from tests.helpers import cli_env, run_cli
 
 KEYS = {
@@ -60,6 +62,7 @@ def test_synthetic_pages_are_graded():
 def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     # the real shape is 257 x 1280; a smaller one keeps the test quick. exact_below 0: the fast path, however few pages
     args = ["--pages", "60", "--queries", "4", "--tokens", "64", "--dim", "256", "--json", "--plot", tmp_path / "b.png"]
+    args += ["--vary", "seed=3"]  # another draw of the same structure
     env = cli_env(tiny_model_dir, tmp_path / "data", TOKENDIRECT_EXACT_BELOW="0")
     proc = run_cli(["bench", "search", *args], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -71,7 +74,9 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
-    assert data["query_pool_size"] == 2.5 and data["prefetch_first"] == 500  # the defaults it ran with
+    assert data["query_pool_size"] == 2.5 and data["dim"] == 256  # the defaults it ran with; and
+    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 1119, 45)  # sqrt(5)
+    assert data["structure"] == {"seed": 3} and "varied: seed=3" in proc.stderr
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory
 
@@ -79,6 +84,36 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
 def test_bench_search_rejects_bad_sizes(tmp_path, tiny_model_dir):
     proc = run_cli(["bench", "search", "--pages", "ten"], cli_env(tiny_model_dir, tmp_path / "data"), tmp_path)
     assert proc.returncode == 2 and "--pages" in proc.stderr
+
+
+def test_varied_structures_draw_other_pages_and_queries():
+    spec = SyntheticSpec(tokens=64, dim=256)
+    default = SyntheticPages(spec)
+    more = varied(spec, ["regions=7,9", "paraphrase=0.9"])
+    assert (more.regions, more.paraphrase, more.tokens) == ((7, 9), 0.9, 64)
+    assert structure_of(more) == {"regions": (7, 9), "paraphrase": 0.9} and structure_of(spec) == {}
+    synth = SyntheticPages(more)
+    assert all(7 <= len(synth.regions(i)[0]) <= 9 for i in range(20))
+    assert max(len(default.regions(i)[0]) for i in range(20)) <= 6  # the default draws 3 to 6
+    # the wider paraphrase moves a query further from the page it paraphrases
+    assert maxsim(synth.query(0, 0), synth.page(0)) < maxsim(default.query(0, 0), default.page(0))
+    assert varied(spec, []) == spec
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ("colour=3", "FIELD one of"),
+        ("tokens=100", "FIELD one of"),  # the shape has its own options
+        ("paraphrase=much", "float values"),
+        ("regions=5", "2 values"),
+        ("regions=9,5", "LOW <= HIGH"),
+        ("region_centroids=99", "no such pages"),  # more centroids than a topic has
+    ],
+)
+def test_a_bad_variation_is_refused_with_what_is_wrong(change, says):
+    with pytest.raises(UsageError, match=says):
+        varied(SyntheticSpec(tokens=64, dim=256), [change])
 
 
 def test_bench_page_reports_what_a_page_costs(tmp_path, tiny_model_dir):

@@ -137,3 +137,25 @@ def test_a_querys_matrix_products_run_on_one_blas_thread():
         assert set(blas_threads()) == {1}
     assert blas_threads() == before  # given back after the block
     assert search.__wrapped__  # the search plan runs in such a block
+
+
+@pytest.mark.parametrize(
+    "dim, change, depths",
+    [
+        (1280, {}, (500, 20)),  # the dimension the defaults are set for
+        (4096, {}, (500, 20)),  # wider codes: never shallower than set
+        (384, {}, (913, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
+        (384, {"prefetch_dim": 0}, (500, 20)),  # the depths as set
+        (384, {"first_stage": "mean"}, (500, 20)),  # an HNSW first stage and int8 scores: no binary codes
+        (384, {"pooled_quantization": False}, (500, 20)),  # float16 in RAM: no binary codes
+        (128, {}, (1582, 64)),  # sqrt(10) = 3.16
+    ],
+)
+def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, depths):
+    from dataclasses import replace
+
+    from core.store.layout import SearchLayout
+
+    layout = replace(SearchLayout.from_settings(), **change)
+    assert layout.limits(10, 2000, dim) == depths
+    assert layout.limits(10, 10_000, 1280) == (1200, 20)  # a share of a larger collection

@@ -369,12 +369,34 @@ def test_the_first_stage_scans_with_the_querys_pooled_tokens_and_the_later_stage
     `query_pool_size` tokens, while the fine and exact stages score every query token."""
     query = PAGES[1].tokens  # 12 rows
     for pool_size, first_rows in ((2.5, 5), (1.0, 12)):
-        filled.layout = replace(filled.layout, query_pool_size=pool_size, exact_below=0)
+        depths = {
+            "exact_below": 0,
+            "prefetch_dim": 0,
+            "prefetch_dense": 2,
+            "prefetch_pooled": 1,
+        }  # fewer than the pages
+        filled.layout = replace(filled.layout, query_pool_size=pool_size, **depths)
         plan = visual(filled, query, 3, None, fast_path_pages(filled))
         (fine,) = plan.prefetch
         (first,) = fine.prefetch
         assert [len(first.query.vector), len(fine.query.vector), len(plan.query.vector)] == [first_rows, 12, 12]
         assert search(filled, query, limit=1)[0].point_id == PAGES[1].point_id
+
+
+def test_a_narrow_collection_looks_deeper_and_goes_exact_where_the_fast_path_would_reach_every_page(filled):
+    """Binary codes of 32 bits order pages less precisely than the 1280 the depths are set for: the stage before
+    exact hands on sqrt(40) times as many pages. Where that is every page, the plan is exact MaxSim alone."""
+    query = PAGES[1].tokens
+    pages = filled.count()
+    depths = {"exact_below": 0, "prefetch_dense": 2, "prefetch_share": 0.0, "prefetch_pooled": 1}
+    filled.layout = replace(filled.layout, **depths)
+    assert filled.dim == DIM and filled.layout.limits(1, pages, DIM) == (13, 7) > (pages, pages)
+    assert visual(filled, query, 1, None, fast_path_pages(filled)).prefetch == ()  # exact: no prefetch
+    filled.layout = replace(filled.layout, prefetch_dim=0)  # the depths as set
+    plan = visual(filled, query, 1, None, fast_path_pages(filled))
+    (fine,) = plan.prefetch
+    assert (fine.limit, fine.prefetch[0].limit) == (1, 2)
+    assert search(filled, query, limit=1)[0].point_id == PAGES[1].point_id
 
 
 def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_settings(filled, engine):

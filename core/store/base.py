@@ -132,10 +132,16 @@ class PageStore(ABC):
         return TOKENS if record is None or records.schema_of(record) >= 3 else LEGACY_UNIT
 
     @property
+    def dim(self) -> int:
+        """The collection's token dimension (0 before it exists)."""
+        record = self._built()
+        return int(record["dim"]) if record else 0
+
+    @property
     def row_limit(self) -> int:
         """The most rows a multivector of this collection may hold (the query's included)."""
         record = self._built()
-        return rows_per_vector(int(record["dim"])) if record else 0
+        return rows_per_vector(self.dim) if record else 0
 
     @property
     def max_query_rows(self) -> int:

@@ -43,6 +43,7 @@ class SearchLayout:
     fine_pool_size: float = 0  # "pooled" first stage: tokens per fine pooled vector
     prefetch_share: float = 0.0  # the first stage hands on at least this share of the collection's pages
     query_pool_size: float = 1.0  # the first stage scans with the query's tokens pooled to one per this many
+    prefetch_dim: int = 0  # the token dimension the depths are set for: narrower binary codes look deeper (0: never)
 
     BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size")
 
@@ -62,6 +63,7 @@ class SearchLayout:
             s.fine_pool_size,
             s.prefetch_share,
             s.query_pool_size,
+            s.prefetch_dim,
         )
 
     @property
@@ -111,12 +113,23 @@ class SearchLayout:
         older = {"first_stage": "mean", "fine_pool_size": 0}
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
-    def limits(self, limit: int, pages: int = 0) -> tuple[int, int]:
+    def limits(self, limit: int, pages: int = 0, dim: int = 0) -> tuple[int, int]:
         """(first stage, stage before exact) prefetch limits for a query asking for `limit` hits in a collection of
-        `pages` pages. The first stage keeps `prefetch_dense` pages, or `prefetch_share` of them where that is more:
-        a page of the exact top 10 that the coarse codes misorder falls behind more pages in a larger collection."""
-        pooled = max(limit, self.prefetch_pooled)
-        return max(pooled, self.prefetch_dense, math.ceil(self.prefetch_share * pages)), pooled
+        `pages` pages of `dim`-dimension tokens. The first stage keeps `prefetch_dense` pages, or `prefetch_share`
+        of them where that is more: a page of the exact top 10 that the coarse codes misorder falls behind more pages
+        in a larger collection. Both depths grow by `depth_scale(dim)`."""
+        scale = self.depth_scale(dim)
+        pooled = max(limit, math.ceil(scale * self.prefetch_pooled))
+        first = math.ceil(scale * max(self.prefetch_dense, self.prefetch_share * pages))
+        return max(pooled, first), pooled
+
+    def depth_scale(self, dim: int) -> float:
+        """How much deeper than set the binary-coded stages look in a collection of `dim`-dimension tokens. A binary
+        code holds one bit a dimension; its scores' error grows as 1 / sqrt(bits), and with it the number of pages
+        that can pass a page of the exact top 10. The depths are set for `prefetch_dim` dimensions: narrower codes
+        look sqrt(prefetch_dim / dim) times deeper, wider ones as deep."""
+        binary = self.pooled_first and self.pooled_quantization
+        return max(1.0, math.sqrt(self.prefetch_dim / dim)) if binary and self.prefetch_dim and dim else 1.0
 
     def fine_size(self, n: int, keep: int) -> float:
         """Tokens per fine pooled vector for a page of `n` tokens: `fine_pool_size`, or more where that many
