@@ -152,7 +152,10 @@ def varied(spec: SyntheticSpec, changes: list[str]) -> SyntheticSpec:
         updates[name] = values if isinstance(default, tuple) else values[0]
     new = dataclasses.replace(spec, **updates)
     try:
-        SyntheticPages(new).query(0, 0)  # a page and a query of it can be drawn
+        synth = SyntheticPages(new)
+        synth.query(0, 0)  # a page and a query of it can be drawn, and the regions of the next pages
+        for i in range(1, 64):
+            synth.regions(i)
     except ValueError as exc:
         raise UsageError(f"--vary {', '.join(changes)}: no such pages can be drawn ({exc})") from None
     return new

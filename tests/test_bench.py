@@ -109,6 +109,7 @@ def test_varied_structures_draw_other_pages_and_queries():
         ("regions=5", "2 values"),
         ("regions=9,5", "LOW <= HIGH"),
         ("region_centroids=99", "no such pages"),  # more centroids than a topic has
+        ("topics=5", "no such pages"),  # page 0 can be drawn, page 5 has more regions (6) than there are topics
     ],
 )
 def test_a_bad_variation_is_refused_with_what_is_wrong(change, says):
