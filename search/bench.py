@@ -128,6 +128,9 @@ class SyntheticPages:
         return bfloat16_values(self._moved(rng, np.concatenate(parts), s.query_noise))
 
 
+SHAPE = ("tokens", "dim")  # SyntheticSpec's shape fields: set by their own options, not by --vary
+
+
 def varied(spec: SyntheticSpec, changes: list[str]) -> SyntheticSpec:
     """`spec` with FIELD=VALUE changes (a range: FIELD=LOW,HIGH), for measuring the fast path on a structure other
     than the default one: `tokendirect bench search --vary paraphrase=0.8`."""
@@ -136,8 +139,8 @@ def varied(spec: SyntheticSpec, changes: list[str]) -> SyntheticSpec:
     for change in changes:
         name, _, text = change.partition("=")
         name = name.strip()
-        if name not in fields or name in ("tokens", "dim") or not text:
-            known = ", ".join(n for n in fields if n not in ("tokens", "dim"))
+        if name not in fields or name in SHAPE or not text:
+            known = ", ".join(n for n in fields if n not in SHAPE)
             raise UsageError(f"--vary takes FIELD=VALUE with FIELD one of: {known} (got {change!r})")
         default = fields[name]
         kind = type(default[0]) if isinstance(default, tuple) else type(default)
@@ -167,7 +170,7 @@ def structure_of(spec: SyntheticSpec) -> dict:
     return {
         f.name: getattr(spec, f.name)
         for f in dataclasses.fields(spec)
-        if f.name not in ("tokens", "dim") and getattr(spec, f.name) != getattr(default, f.name)
+        if f.name not in SHAPE and getattr(spec, f.name) != getattr(default, f.name)
     }
 
 
@@ -502,6 +505,7 @@ def measure(
         ram, after = held / pages, search_ram(probe["base"], probe["after"])[0] / pages
         cache = {part: round(b / pages, 1) for part, b in sorted(probe["cache"].items())}
     disk = disk_bytes(store.path) / pages if isinstance(store, EdgeStore) and pages else None
+    first_depth, last_depth = layout.limits(TOP, pages, store.dim)
     fast_p50, exact_p50 = _ms(r.fast, 50), _ms(r.exact, 50)
     scan_p50 = _ms(r.scan, 50)
     rel = np.asarray(r.rel_gaps) if r.rel_gaps else np.zeros(1)
@@ -541,8 +545,8 @@ def measure(
         build_s=round(build_s, 1),
         prefetch_dense=layout.prefetch_dense,
         prefetch_share=layout.prefetch_share,
-        prefetch_first=layout.limits(TOP, pages, store.dim)[0],
-        prefetch_last=layout.limits(TOP, pages, store.dim)[1],
+        prefetch_first=first_depth,
+        prefetch_last=last_depth,
         depth_scale=round(layout.depth_scale(store.dim), 3),
         prefetch_pooled=layout.prefetch_pooled,
         query_pool_size=layout.query_pool_size,

@@ -41,8 +41,9 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     rows = query_rows(store, tokens)
     pages = Filter(TOKENS, doc_id)
     prefetch = ()
-    first_limit, last_limit = store.layout.limits(limit, fast, store.dim) if fast else (0, 0)
-    if fast and last_limit < fast:  # else exact MaxSim would score every page anyway: it alone is cheaper
+    first_limit, last_limit = store.layout.limits(limit, fast, store.dim)
+    # `fast` 0, or a last stage that would take every page: exact MaxSim alone, which scores them all anyway
+    if last_limit < fast:
         first = first_stage(store, tokens, first_limit, doc_id)
         # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED
