@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # coarse pooled MaxSim over every page (binary codes in RAM) -> fine pooled MaxSim over its survivors (binary
     # codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
-        500,
+        400,
         ge=1,
         description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
         "one dense vector per page).",
@@ -125,12 +125,18 @@ class Settings(BaseSettings):
         16, ge=1, description="Tokens per coarse pooled vector, on average (257 tokens -> 17 vectors, 1121 -> 71)."
     )
     fine_pool_size: float = Field(
-        2.6, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 99 vectors, 1121 -> 432)."
+        1.6, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 161 vectors, 1121 -> 701)."
     )
     pooled_quantization: bool = Field(
         True,
         description="Keep the pooled vectors in RAM quantized (binary; int8 in collections with a dense first "
-        "stage), their float16 originals on disk.",
+        "stage), their originals on disk.",
+    )
+    sign_codes: bool = Field(
+        True,
+        description="Store binary-quantized pooled vectors as their uint8 sign codes, half the bytes of float16: "
+        "only their binary copies are ever scored, and those are the same either way. Fixed when a collection is "
+        "created.",
     )
     hnsw_m: int = Field(16, ge=4, description="HNSW graph degree of a dense first stage's index.")
     first_stage: Literal["pooled", "mean", "muvera"] = Field(

@@ -21,7 +21,7 @@ from config import defaults
 from core.errors import StoreError, UsageError
 from core.pooling import spread_order
 from core.store import PagePoint, PageStore
-from core.store.layout import DENSE, FINE, POOLED
+from core.store.layout import DENSE, FINE, POOLED, codes
 from core.store.schema import BM25, TOKENS, Filter, Nearest, Stage
 from core.tensors import on_one_blas_thread, unit_length
 from core.text import embed_query
@@ -45,9 +45,9 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     # `fast` 0, or a last stage that would take every page: exact MaxSim alone, which scores them all anyway
     if last_limit < fast:
         first = first_stage(store, tokens, first_limit, doc_id)
-        # quantized scores only: the exact stage comes next, so the float16 originals stay on disk
+        # quantized scores only: the exact stage comes next, so the originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED
-        prefetch = (Stage(Nearest(last, rows), last_limit, pages, first, rescore=False),)
+        prefetch = (Stage(Nearest(last, coded(store, rows)), last_limit, pages, first, rescore=False),)
     return Stage(Nearest(store.ranking_vector, rows), limit, pages, prefetch)
 
 
@@ -60,6 +60,11 @@ def query_rows(store: PageStore, tokens: np.ndarray) -> list[list[float]]:
     return unit.astype(np.float16).astype(np.float32).tolist()
 
 
+def coded(store: PageStore, rows: list[list[float]]) -> list[list[float]]:
+    """Query rows for a pooled vector: as sign codes where the collection stores those (SearchLayout.coded)."""
+    return codes(np.asarray(rows)).astype(np.float32).tolist() if store.layout.coded else rows
+
+
 def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> tuple[Stage, ...]:
     """The fast path's first stage for `limit` pages: MaxSim of the query's pooled tokens (`SearchLayout.coarse_query`)
     on every page's coarse pooled vectors (binary scores), or - in collections made before it - one HNSW search over
@@ -67,7 +72,8 @@ def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | 
     layout = store.layout
     pages = Filter(TOKENS, doc_id)
     if layout.pooled_first:
-        return (Stage(Nearest(POOLED, query_rows(store, layout.coarse_query(tokens))), limit, pages, rescore=False),)
+        rows = coded(store, query_rows(store, layout.coarse_query(tokens)))
+        return (Stage(Nearest(POOLED, rows), limit, pages, rescore=False),)
     return tuple(Stage(Nearest(DENSE, p), limit, pages, hnsw_ef=limit) for p in layout.dense_probes(tokens))
 
 

@@ -42,7 +42,29 @@ def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
     assert rows(2.6, 257, DIM) == (17, 99)
     assert rows(2.5, 257, DIM) == (17, 103)  # the fine vectors, and only they, follow the setting
     assert rows(2.6, 1121, 1280) == (71, 432)
-    assert rows(1, 1121, 1280) == (71, 561)  # one a token would be 1121 rows: over the 819 one multivector holds
+    assert rows(1.6, 1121, 1280) == (71, 701)
+    assert rows(1, 1121, 1280) == (71, 819)  # one a token would be 1121 rows: as many as one multivector holds
+
+
+def test_binary_coded_pooled_vectors_are_kept_as_their_sign_codes_in_new_collections_only():
+    from dataclasses import replace
+
+    from config import defaults
+    from core.store.layout import FINE, POOLED, SIGN, SearchLayout
+
+    layout = SearchLayout.from_settings(defaults())
+    assert layout.coded and layout.built()["sign_codes"] is True
+    assert not layout.adopt({"first_stage": "pooled", "fine_pool_size": 2.6}).coded  # a record from before codes
+    assert not replace(layout, pooled_quantization=False).coded  # float16 scored as it is: no codes
+    rng = np.random.default_rng(5)
+    unit = unit_length(rng.normal(size=(257, DIM)).astype(np.float32))
+    _, coded = layout.derive(unit, 819)
+    _, originals = replace(layout, sign_codes=False).derive(unit, 819)
+    for name in (POOLED, FINE):
+        assert coded[name].dtype == np.uint8 and originals[name].dtype == np.float16
+        assert np.array_equal(coded[name], np.where(originals[name] > 0, SIGN, 0))
+    _, other = layout.derive(unit[::-1] * np.where(np.arange(DIM) % 2, 1, -1), 819)  # another page: other codes
+    assert not np.array_equal(other[FINE], coded[FINE])
 
 
 def test_the_coarse_query_pools_alike_query_tokens_and_keeps_every_direction():
@@ -142,13 +164,13 @@ def test_a_querys_matrix_products_run_on_one_blas_thread():
 @pytest.mark.parametrize(
     "dim, change, depths",
     [
-        (1280, {}, (500, 20)),  # the dimension the defaults are set for
-        (4096, {}, (500, 20)),  # wider codes: never shallower than set
-        (384, {}, (913, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
-        (384, {"prefetch_dim": 0}, (500, 20)),  # the depths as set
-        (384, {"first_stage": "mean"}, (500, 20)),  # an HNSW first stage and int8 scores: no binary codes
-        (384, {"pooled_quantization": False}, (500, 20)),  # float16 in RAM: no binary codes
-        (128, {}, (1582, 64)),  # sqrt(10) = 3.16
+        (1280, {}, (400, 20)),  # the dimension the defaults are set for
+        (4096, {}, (400, 20)),  # wider codes: never shallower than set
+        (384, {}, (731, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
+        (384, {"prefetch_dim": 0}, (400, 20)),  # the depths as set
+        (384, {"first_stage": "mean"}, (400, 20)),  # an HNSW first stage and int8 scores: no binary codes
+        (384, {"pooled_quantization": False}, (400, 20)),  # float16 in RAM: no binary codes
+        (128, {}, (1265, 64)),  # sqrt(10) = 3.16
     ],
 )
 def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, depths):

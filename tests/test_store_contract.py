@@ -23,9 +23,10 @@ from core.model import ModelIdentity
 from core.pages import point_id
 from core.pooling import maxsim
 from core.store import PagePoint, SearchLayout, open_store
+from core.store.layout import FINE, POOLED
 from core.store.record import META_ID, SCHEMA_VERSION
-from core.store.schema import INDEXED_FIELDS
-from core.store.storage import ROWS_FIELD, to_storage
+from core.store.schema import INDEXED_FIELDS, rows_per_vector
+from core.store.storage import ROWS_FIELD, to_storage, unit_rows
 from core.tensors import unit_length
 from search.plan import fast_path_pages, search, visual
 from tests.helpers import bfloat16_tokens
@@ -307,6 +308,47 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
             assert exact[0].score == pytest.approx(truth, rel=1e-3)
         topic = search(store, pages[0].tokens[:6], limit=3, doc_id="topic-5")
         assert {h.payload["doc_id"] for h in topic} == {"topic-5"} and len(topic) == 3
+
+
+def binary_maxsim(query: np.ndarray, vectors: np.ndarray) -> int:
+    """MaxSim of binary codes as a Qdrant server scores them: a row pair scores (agreeing signs) - (differing ones)."""
+    agree = ((query > 0)[:, None, :] == (vectors > 0)[None, :, :]).sum(-1)
+    return int((2 * agree - query.shape[1]).max(1).sum())
+
+
+@pytest.mark.parametrize("sign_codes", [True, False])
+def test_the_binary_stages_score_binary_maxsim_whether_pages_keep_sign_codes_or_float16(engine, sign_codes):
+    """A collection stores its pooled vectors as uint8 sign codes (half the bytes of the float16 originals, which only
+    ever served as the source of binary codes); one made before keeps float16. Either way the fast path's coarse and
+    fine stages rank pages by binary MaxSim: on a server (and the embedded engine) with exactly its scores, in
+    qdrant-client's in-process mode, which scores stored values as they are, by scores in proportion to them. The
+    in-process mode's float16 collection is the check's negative control: it scores raw floats."""
+    pages = topic_pages()
+    depths = {"prefetch_dense": 30, "prefetch_pooled": 12, "pool_size": 3, "exact_below": 0, "prefetch_dim": 0}
+    with open_store(engine.model_copy(update={**depths, "sign_codes": sign_codes})) as store:
+        store.bind(WIDE)
+        store.upsert(pages)
+        store.optimize()
+        assert store.record()["layout"]["sign_codes"] is sign_codes and store.layout.coded is sign_codes
+        derived = [store.layout.derive(unit_rows(p.tokens)[1], rows_per_vector(WIDE.dim))[1] for p in pages]
+        assert all(d[FINE].dtype == (np.uint8 if sign_codes else np.float16) for d in derived)
+        by_id = {p.point_id: d for p, d in zip(pages, derived, strict=True)}
+        fits = []
+        for i in (0, 17, 41):
+            plan = visual(store, pages[i].tokens[:12], 6, None, fast_path_pages(store))
+            (fine,) = plan.prefetch
+            (coarse,) = fine.prefetch
+            for stage, name in ((coarse, POOLED), (fine, FINE)):
+                hits = store.query([stage])[0]
+                assert len(hits) == stage.limit
+                query = np.asarray(stage.query.vector)
+                truth = np.array([binary_maxsim(query, by_id[h.point_id][name]) for h in hits], dtype=float)
+                scores = np.array([h.score for h in hits])
+                if engine.qdrant_url != ":memory:":
+                    assert scores.tolist() == truth.tolist()
+                slope, offset = np.polyfit(truth, scores, 1)
+                fits.append(np.abs(scores - (slope * truth + offset)).max() <= 1e-6 * np.abs(scores).max())
+    assert all(fits) is (sign_codes or engine.qdrant_url != ":memory:")
 
 
 def contrary_page() -> tuple[np.ndarray, PagePoint]:

@@ -23,7 +23,7 @@ import numpy as np
 from core.errors import CollectionExists, StoreError, first_line
 from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.cluster import FIELDS, Distribution
-from core.store.layout import SearchLayout
+from core.store.layout import FINE, POOLED, SearchLayout
 from core.store.schema import TOKENS, Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES
 from core.text import SparseVector
@@ -34,6 +34,7 @@ MEMORY = ":memory:"
 GRPC_VALUE_BYTES = 4  # a float in a packed protobuf field
 REST_VALUE_BYTES = 24  # the longest JSON text of a float16 value (23 characters), and its comma
 ENVELOPE_BYTES = 64 << 10  # a request's own fields: ids, names, brackets, options
+SIGN_CODED = frozenset({POOLED, FINE})  # the vectors a collection of SearchLayout.coded stores as sign codes
 
 
 def request_groups(vectors: dict[str, Any], payload: dict, max_bytes: int, value_bytes: int) -> list[list[str]]:
@@ -315,7 +316,8 @@ class ClientStore(PageStore):
         from qdrant_client import models as m
 
         exclude = m.PayloadSelectorExclude(exclude=NOT_IN_HITS)
-        batch = [m.QueryRequest(with_payload=exclude, **_stage(s)) for s in requests]
+        signed = SIGN_CODED if self.in_process and self.layout.coded else frozenset()
+        batch = [m.QueryRequest(with_payload=exclude, **_stage(s, signed)) for s in requests]
         results = self._call(self.client.query_batch_points, self.collection, batch)
         return [[(p.id, p.payload, None, p.score) for p in res.points] for res in results]
 
@@ -330,7 +332,7 @@ def _vector_params(v: VectorSpec):
         size=v.size,
         distance=m.Distance.COSINE if v.cosine else m.Distance.DOT,
         multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM) if v.multi else None,
-        datatype=m.Datatype.FLOAT16,
+        datatype=m.Datatype.UINT8 if v.uint8 else m.Datatype.FLOAT16,
         hnsw_config=m.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.ef_construct if v.hnsw_m else None),
         on_disk=not v.in_ram,
         quantization_config=_quantization(v),
@@ -366,8 +368,12 @@ def _filter(f: Filter):
     return m.Filter(must=must)
 
 
-def _stage(s: Stage) -> dict:
-    """The keyword arguments that models.QueryRequest and models.Prefetch share."""
+def _stage(s: Stage, signed: frozenset[str] = frozenset()) -> dict:
+    """The keyword arguments that models.QueryRequest and models.Prefetch share. Queries to the vectors `signed`
+    names go as +-1 rows: the in-process mode scores stored values as they are, not their binary codes as a server
+    does, and the dot product of a +-1 row with a page's 0/255 sign codes is, up to the row's own constant, 255 / 2
+    times the number of components whose signs agree: the server's binary ranking, which 0/255 queries would not
+    give."""
     from qdrant_client import models as m
 
     if isinstance(s.query, Fusion):
@@ -377,13 +383,16 @@ def _stage(s: Stage) -> dict:
             query = m.RrfQuery(rrf=m.Rrf(k=s.query.k, weights=list(s.query.weights) if s.query.weights else None))
         args: dict = {"query": query}
     else:
-        args = {"query": _vector(s.query.vector), "using": s.query.using}
+        vector = s.query.vector
+        if s.query.using in signed:
+            vector = (np.asarray(vector) > 0).astype(np.float32) * 2 - 1
+        args = {"query": _vector(vector), "using": s.query.using}
     args.update(limit=s.limit, filter=_filter(s.filter))
     if s.hnsw_ef is not None or s.rescore is not None:
         quantization = None if s.rescore is None else m.QuantizationSearchParams(rescore=s.rescore)
         args["params"] = m.SearchParams(hnsw_ef=s.hnsw_ef, quantization=quantization)
     if s.prefetch:
-        args["prefetch"] = [m.Prefetch(**_stage(p)) for p in s.prefetch]
+        args["prefetch"] = [m.Prefetch(**_stage(p, signed)) for p in s.prefetch]
     return args
 
 

@@ -251,7 +251,7 @@ def _vector_params(v: VectorSpec):
         size=v.size,
         distance=q.Distance.Cosine if v.cosine else q.Distance.Dot,
         multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim) if v.multi else None,
-        datatype=q.VectorStorageDatatype.Float16,
+        datatype=q.VectorStorageDatatype.Uint8 if v.uint8 else q.VectorStorageDatatype.Float16,
         hnsw_config=hnsw,
         memory=memory,
         quantization_config=_quantization(v),

@@ -25,6 +25,7 @@ from core.pooling import (
 
 POOLED = "pooled"  # about one pooled unit vector per `pool_size` tokens: the first stage, quantized, in RAM
 FINE = "pooled_fine"  # about one per `fine_pool_size` tokens: the second stage, quantized, in RAM
+SIGN = 255  # a sign code's value for a positive component (0 for the rest): binary quantization keeps values > 0
 DENSE = "dense"  # collections with a "mean" or "muvera" first stage: one vector per page, HNSW-indexed
 FINE_ITERATIONS = 2  # k-means steps for the fine pooled vectors: from farthest-point seeds, two steps suffice
 
@@ -44,8 +45,9 @@ class SearchLayout:
     prefetch_share: float = 0.0  # the first stage hands on at least this share of the collection's pages
     query_pool_size: float = 1.0  # the first stage scans with the query's tokens pooled to one per this many
     prefetch_dim: int = 0  # the token dimension the depths are set for: narrower binary codes look deeper (0: never)
+    sign_codes: bool = True  # binary-quantized pooled vectors are stored as their sign codes (uint8), not float16
 
-    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size")
+    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size", "sign_codes")
 
     @classmethod
     def from_settings(cls, s: Settings | None = None) -> "SearchLayout":
@@ -64,6 +66,7 @@ class SearchLayout:
             s.prefetch_share,
             s.query_pool_size,
             s.prefetch_dim,
+            s.sign_codes,
         )
 
     @property
@@ -71,6 +74,14 @@ class SearchLayout:
         """The first stage scans every page's coarse pooled vectors (binary codes in RAM), the second ranks its
         survivors by the fine ones; else (collections made before) the first stage is HNSW over a dense vector."""
         return self.first_stage == "pooled"
+
+    @property
+    def coded(self) -> bool:
+        """The pooled vectors are stored as sign codes: uint8, SIGN where the pooled value is positive, else 0. Only
+        their binary copies are ever scored (`rescore=False`), and binary quantization keeps exactly that sign, so
+        the codes give the same scores as float16 originals at half their bytes on disk. Queries to them are sign
+        codes too (`codes`): the engine compares a query in the stored type."""
+        return self.sign_codes and self.pooled_first and self.pooled_quantization
 
     @property
     def multivector_stages(self) -> int:
@@ -110,7 +121,7 @@ class SearchLayout:
 
     def adopt(self, built: dict) -> "SearchLayout":
         """This layout with the derivation a collection was built with (collections from before MUVERA: mean)."""
-        older = {"first_stage": "mean", "fine_pool_size": 0}
+        older = {"first_stage": "mean", "fine_pool_size": 0, "sign_codes": False}
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
     def limits(self, limit: int, pages: int = 0, dim: int = 0) -> tuple[int, int]:
@@ -133,8 +144,8 @@ class SearchLayout:
 
     def fine_size(self, n: int, keep: int) -> float:
         """Tokens per fine pooled vector for a page of `n` tokens: `fine_pool_size`, or more where that many
-        vectors would not fit one multivector of `keep` rows."""
-        return max(self.fine_pool_size, math.ceil(n / keep))
+        vectors would not fit one multivector of `keep` rows (then just over n / keep, for at most `keep` vectors)."""
+        return max(self.fine_pool_size, math.nextafter(n / keep, math.inf))
 
     def derive(self, unit: np.ndarray, keep: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """The fast path's vectors of one page, from its unit-length tokens (at most `keep` rows each), and - when
@@ -149,6 +160,12 @@ class SearchLayout:
         pooled = pool_tokens(unit, self.pool_size, self.pooling, sketched=sketched, seeds=seeds)
         if self.pooled_first:
             finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, sketched=sketched, seeds=seeds)
-            return order, {POOLED: pooled.astype(np.float16), FINE: finer.astype(np.float16)}
+            form = codes if self.coded else lambda x: x.astype(np.float16)
+            return order, {POOLED: form(pooled), FINE: form(finer)}
         dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
         return order, {POOLED: pooled.astype(np.float16), DENSE: dense.astype(np.float16)}
+
+
+def codes(vectors: np.ndarray) -> np.ndarray:
+    """Sign codes of `vectors` (uint8): SIGN where a value is positive, else 0."""
+    return np.where(vectors > 0, SIGN, 0).astype(np.uint8)

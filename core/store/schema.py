@@ -9,7 +9,8 @@ Named vectors of a page point:
   (storage.py). Dot on unit rows is cosine per token: raw dot products would let a few long tokens win every
   comparison, and Qdrant's Cosine would rescale what is written.
 - `pooled` and `pooled_fine` (`pooled` and `dense` in collections made before): the fast path's small vectors,
-  derived from the tokens (layout.py);
+  derived from the tokens (layout.py), stored as uint8 sign codes where only their binary copies are scored
+  (collections made before: float16);
 - `bm25`: the page text's BM25 sparse vector (IDF modifier: Qdrant supplies the corpus statistics).
 Collections of schema 2 had `tokens` (raw float16) and `unit` instead; they are still read and searched.
 """
@@ -41,7 +42,7 @@ INDEXED_FIELDS = {
 
 @dataclass(frozen=True)
 class VectorSpec:
-    """One named vector of the collection. Float16 storage throughout."""
+    """One named vector of the collection: float16 values, or uint8 ones (`uint8`)."""
 
     name: str
     size: int | None  # None: a sparse vector
@@ -51,8 +52,9 @@ class VectorSpec:
     hnsw_m: int = 0  # 0: no graph (the vector is only scored in prefetch stages or by a full scan)
     ef_construct: int = 100
     int8: bool = False  # an int8 copy pinned in RAM; the float16 originals stay on disk
-    binary: bool = False  # a binary copy (1 bit a value) pinned in RAM; the float16 originals stay on disk
+    binary: bool = False  # a binary copy (1 bit a value) pinned in RAM; the originals stay on disk
     idf: bool = False  # sparse: the IDF modifier
+    uint8: bool = False  # stored as uint8 values (sign codes: SearchLayout.coded), else float16
 
 
 def rows_per_vector(dim: int) -> int:
@@ -75,7 +77,10 @@ def schema(dim: int, layout: SearchLayout, chunks: int) -> list[VectorSpec]:
     quantized = layout.pooled_quantization
     tokens = [VectorSpec(name, dim, multi=True) for name in token_chunks(chunks)]
     if layout.pooled_first:
-        fast = [VectorSpec(name, dim, multi=True, binary=quantized, in_ram=not quantized) for name in (POOLED, FINE)]
+        fast = [
+            VectorSpec(name, dim, multi=True, binary=quantized, in_ram=not quantized, uint8=layout.coded)
+            for name in (POOLED, FINE)
+        ]
     else:
         fast = [
             VectorSpec(POOLED, dim, multi=True, int8=quantized, in_ram=not quantized),
