@@ -5,8 +5,9 @@ No request is larger than the server accepts (TOKENDIRECT_QDRANT_MAX_REQUEST_MB,
 whose vectors do not fit in one is written in several, its `tokens` chunk last, so a page cut off half way is never
 found (pages are the points that have `tokens`) and the next write of it replaces it whole. Sizes are bounded from
 above per value: 4 bytes in gRPC's packed floats, 24 in REST's JSON (the longest text of a float16 value, 23
-characters, and its comma). Page writes go over gRPC when the server's gRPC port is known (a full-size page is about
-6 MB there and about 35 MB as JSON); the in-process mode is held to the REST bound, the stricter one.
+characters, and its comma; 4 for a sign code, "255,"). Page writes go over gRPC when the server's gRPC port is
+known (a full-size page is about 10 MB there and 32 MB as JSON); the in-process mode is held to the REST bound, the
+stricter one.
 Known failures of the server or the connection become one-line StoreErrors; writes are retried with exponential
 backoff on transient ones (connection lost, timeouts, HTTP 5xx / 429); every write is an idempotent upsert or delete.
 """
@@ -33,6 +34,7 @@ log = logging.getLogger("tokendirect.store")
 MEMORY = ":memory:"
 GRPC_VALUE_BYTES = 4  # a float in a packed protobuf field
 REST_VALUE_BYTES = 24  # the longest JSON text of a float16 value (23 characters), and its comma
+CODE_VALUE_BYTES = 4  # a sign code (uint8) in JSON: "255,"; in gRPC a float, 4 bytes too
 ENVELOPE_BYTES = 64 << 10  # a request's own fields: ids, names, brackets, options
 SIGN_CODED = frozenset({POOLED, FINE})  # the vectors a collection of SearchLayout.coded stores as sign codes
 
@@ -44,7 +46,8 @@ def request_groups(vectors: dict[str, Any], payload: dict, max_bytes: int, value
     def size(v) -> int:
         if isinstance(v, SparseVector):
             return len(v.indices) * (value_bytes + 12)
-        return np.size(v) * value_bytes + 4 * np.shape(v)[0]
+        per = min(value_bytes, CODE_VALUE_BYTES) if getattr(v, "dtype", None) == np.uint8 else value_bytes
+        return np.size(v) * per + 4 * np.shape(v)[0]
 
     budget = max_bytes - ENVELOPE_BYTES
     groups: list[list[str]] = [[]]
