@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # coarse pooled MaxSim over every page (binary codes in RAM) -> fine pooled MaxSim over its survivors (binary
     # codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
-        400,
+        550,
         ge=1,
         description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
         "one dense vector per page).",

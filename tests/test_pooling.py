@@ -164,13 +164,13 @@ def test_a_querys_matrix_products_run_on_one_blas_thread():
 @pytest.mark.parametrize(
     "dim, change, depths",
     [
-        (1280, {}, (400, 20)),  # the dimension the defaults are set for
-        (4096, {}, (400, 20)),  # wider codes: never shallower than set
-        (384, {}, (731, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
-        (384, {"prefetch_dim": 0}, (400, 20)),  # the depths as set
-        (384, {"first_stage": "mean"}, (400, 20)),  # an HNSW first stage and int8 scores: no binary codes
-        (384, {"pooled_quantization": False}, (400, 20)),  # float16 in RAM: no binary codes
-        (128, {}, (1265, 64)),  # sqrt(10) = 3.16
+        (1280, {}, (550, 20)),  # the dimension the defaults are set for
+        (4096, {}, (550, 20)),  # wider codes: never shallower than set
+        (384, {}, (1005, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
+        (384, {"prefetch_dim": 0}, (550, 20)),  # the depths as set
+        (384, {"first_stage": "mean"}, (550, 20)),  # an HNSW first stage and int8 scores: no binary codes
+        (384, {"pooled_quantization": False}, (550, 20)),  # float16 in RAM: no binary codes
+        (128, {}, (1740, 64)),  # sqrt(10) = 3.16
     ],
 )
 def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, depths):

@@ -374,9 +374,9 @@ def _filter(f: Filter):
 def _stage(s: Stage, signed: frozenset[str] = frozenset()) -> dict:
     """The keyword arguments that models.QueryRequest and models.Prefetch share. Queries to the vectors `signed`
     names go as +-1 rows: the in-process mode scores stored values as they are, not their binary codes as a server
-    does, and the dot product of a +-1 row with a page's 0/255 sign codes is, up to the row's own constant, 255 / 2
-    times the number of components whose signs agree: the server's binary ranking, which 0/255 queries would not
-    give."""
+    does. The dot product of a +-1 row with a page's 0/255 sign codes is 255 x (the components whose signs agree,
+    less the row's negative ones): for each row, a server's binary score up to a factor and a constant, so pages
+    rank as on a server, which 0/255 queries would not give."""
     from qdrant_client import models as m
 
     if isinstance(s.query, Fusion):
