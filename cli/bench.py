@@ -74,6 +74,11 @@ def _describe(r) -> str:
             f"{r.query_pool_size:g} tokens{_deeper(r)}), "
             f"pool size {r.pool_size}, exact below {r.exact_below} pages",
         ]
+        + (
+            [f"  (a build of {r.trimmed_from} pages cut down to {r.pages}: RAM and disk a page read high)"]
+            if r.trimmed_from
+            else []
+        )
     )
 
 

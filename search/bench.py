@@ -430,6 +430,9 @@ class SearchBench:
     load_average: float  # the machine's 1-minute load average at the end of the run
     source: str
     structure: dict | None = None  # synthetic pages: how their structure differs from the default ({}: it does not)
+    # pages a kept build held before it was cut down to this size (0: never): its segments keep the deleted pages'
+    # space, so the RAM and disk figures read high; measure those on a build of this size
+    trimmed_from: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -595,7 +598,13 @@ def synthetic_bench(
         table = _scan_table(sizes[-1], spec.tokens, spec.dim) if scan else None
         build_s = 0.0
         for size in sizes:
+            held = store.count()
             built = _trim(store, built, size)
+            if held > size:
+                progress(
+                    f"the build in {root} held {held} pages; cut down to {size}, its files keep the deleted pages' "
+                    "space, so RAM and disk per page read high (another --workdir builds this size afresh)"
+                )
             if table is not None:  # the scan holds every page in RAM, as an in-memory index would
                 for i in range(table.count, min(built, size)):
                     table.add(synth.page(i))
@@ -621,6 +630,7 @@ def synthetic_bench(
             ids = [point_id(_doc(i // DOC_PAGES), i + 1) for i in range(size)] if table is not None else None
             result = measure(store, qs, table, build_s, "synthetic", spec.tokens, spec.dim, bench_settings, ids)
             result.structure = structure_of(spec)
+            result.trimmed_from = held if held > size else 0
             results.append(result)
             on_result(result)
     finally:

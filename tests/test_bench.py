@@ -127,3 +127,18 @@ def test_bench_page_reports_what_a_page_costs(tmp_path, tiny_model_dir):
     assert data["rest"]["over_limits"] == data["grpc"]["over_limits"] == 0
     assert data["rest"]["largest_request_bytes"] < data["rest"]["bytes_per_page"]  # the page took two requests
     assert data["exact"] and 1.0 <= data["disk_ratio"] < 1.5
+
+
+def test_a_kept_build_cut_down_to_a_smaller_size_says_its_ram_and_disk_read_high(tmp_path, tiny_model_dir):
+    """A workdir built to 48 pages, then measured at 24: the bench deletes the rest, whose space the segments keep,
+    and says so; measured at its own size first, it does not."""
+    env = cli_env(tiny_model_dir, tmp_path / "data", TOKENDIRECT_EXACT_BELOW="0")
+    args = ["--queries", "2", "--tokens", "24", "--dim", "32", "--no-scan", "--json", "--workdir", tmp_path / "w"]
+    runs = {}
+    for pages in ("48", "24"):
+        proc = run_cli(["bench", "search", "--pages", pages, *args], env, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        runs[pages] = (json.loads(proc.stdout), proc.stderr)
+    assert runs["48"][0]["trimmed_from"] == 0 and "cut down" not in runs["48"][1]
+    assert runs["24"][0]["pages"] == 24 and runs["24"][0]["trimmed_from"] == 48
+    assert "held 48 pages; cut down to 24" in runs["24"][1]
