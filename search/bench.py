@@ -599,7 +599,7 @@ def synthetic_bench(
         build_s = 0.0
         for size in sizes:
             held = store.count()
-            built = _trim(store, built, size)
+            built = _trim(store, built, size, held)
             if held > size:
                 progress(
                     f"the build in {root} held {held} pages; cut down to {size}, its files keep the deleted pages' "
@@ -653,10 +653,9 @@ def _scan_table(pages: int, rows: int, dim: int) -> TorchScan:
     return TorchScan(pages, rows, dim)
 
 
-def _trim(store: PageStore, built: int, size: int) -> int:
-    """Pages 0..built-1 are known stored; drop any beyond `size` (a larger earlier build, or an interrupted one),
-    whole documents at a time, and return how many pages are stored from the start."""
-    count = store.count()
+def _trim(store: PageStore, built: int, size: int, count: int) -> int:
+    """Pages 0..built-1 are known stored, `count` in all; drop any beyond `size` (a larger earlier build, or an
+    interrupted one), whole documents at a time, and return how many pages are stored from the start."""
     if count == built <= size:
         return built
     keep = min(built, size) // DOC_PAGES
