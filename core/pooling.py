@@ -46,10 +46,16 @@ def _rotation(dim: int) -> np.ndarray:
 
 
 def pool_tokens(
-    tokens: np.ndarray, pool_size: float = 8, method: str = "cluster", iterations: int = 10, sketched=None, seeds=None
+    tokens: np.ndarray,
+    pool_size: float = 8,
+    method: str = "cluster",
+    iterations: int = 10,
+    sketched=None,
+    seeds=None,
+    gram=None,
 ) -> np.ndarray:
-    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32). `sketched` and
-    `seeds` (the page's sketch and farthest-point order) may be passed in when already at hand."""
+    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32). `sketched`, `seeds`
+    and `gram` (the page's sketch, farthest-point order and sketch likeness matrix) may be passed in when at hand."""
     x = unit_length(tokens)
     n = x.shape[0]
     k = pooled_count(n, pool_size)
@@ -64,12 +70,15 @@ def pool_tokens(
     centres = sk[seeds].copy()
     assign = np.zeros(n, dtype=np.int64)
     for step in range(iterations):
-        moved = np.argmax(sk @ centres.T, axis=1)
+        # The first centres are seed rows, whose likeness to every row the gram matrix already holds.
+        likeness = gram[:, seeds] if step == 0 and gram is not None else sk @ centres.T
+        moved = np.argmax(likeness, axis=1)
         if step and np.array_equal(moved, assign):
             break
         assign = moved
-        sums, filled = _group_sums(sk, assign, k)
-        centres[filled] = unit_length(sums[filled])  # an empty cluster keeps its seed
+        if step + 1 < iterations:
+            sums, filled = _group_sums(sk, assign, k)
+            centres[filled] = unit_length(sums[filled])  # an empty cluster keeps its seed
     sums, filled = _group_sums(x, assign, k)
     pooled = x[seeds].copy()
     pooled[filled] = unit_length(sums[filled])
@@ -79,20 +88,29 @@ def pool_tokens(
 def _group_sums(rows: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Sum of the rows in each of k groups, and which groups have any."""
     counts = np.bincount(assign, minlength=k)
-    filled = counts > 0
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]
+    grouped = rows[np.argsort(assign, kind="stable")]
+    starts = np.cumsum(counts) - counts
     sums = np.zeros((k, rows.shape[1]), dtype=np.float32)
-    sums[filled] = np.add.reduceat(rows[np.argsort(assign, kind="stable")], starts, axis=0)
-    return sums, filled
+    # Most groups are small: add the j-th member of every group that has one, a layer at a time (one vectorised add
+    # each, where reduceat would loop over the groups); the few big groups (blank canvas) add up their remainder.
+    for j in range(min(GROUP_LAYERS, int(counts.max(initial=0)))):
+        have = np.flatnonzero(counts > j)
+        sums[have] += grouped[starts[have] + j]
+    for g in np.flatnonzero(counts > GROUP_LAYERS):
+        sums[g] += grouped[starts[g] + GROUP_LAYERS : starts[g] + counts[g]].sum(axis=0)
+    return sums, counts > 0
 
 
-def spread_seeds(sketched: np.ndarray, k: int) -> np.ndarray:
+GROUP_LAYERS = 8
+
+
+def spread_seeds(sketched: np.ndarray, k: int, gram=None) -> np.ndarray:
     """Farthest-point order (deterministic): the first token, then each time the token least like any chosen so far.
     Every distinct direction gets a seed before any direction gets two, so k-means does not merge them, and a mass
     of near-identical tokens (blank canvas) takes one seed, not one per window. The first j of k seeds are the
     seeds for j."""
-    if k > 64:  # many seeds: one matrix product of all rows beats a matrix-vector product per seed
-        gram = sketched @ sketched.T
+    if gram is not None or k > 64:  # many seeds: one matrix product of all rows beats a product per seed
+        gram = sketched @ sketched.T if gram is None else gram
 
         def likeness(i: int) -> np.ndarray:
             return gram[i]

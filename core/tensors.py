@@ -3,7 +3,9 @@ stage shares."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 import numpy as np
 
@@ -34,6 +36,25 @@ def bfloat16_values(x: np.ndarray) -> np.ndarray:
     return rounded.view(np.float32)
 
 
+def shared_floats(x: np.ndarray) -> np.ndarray:
+    """A float16 or uint8 array's values as an object array of Python floats, shared among all arrays: one table
+    lookup. The engines' Python APIs take a vector a Python number at a time, and making a new float for each of a
+    tiled page's two million values costs more than an engine's own write; these are made once."""
+    if x.dtype == np.float16:
+        return _float_table(16)[x.view(np.uint16)]
+    if x.dtype == np.uint8:
+        return _float_table(8)[x]
+    raise TypeError(f"no table of {x.dtype} values")
+
+
+@functools.cache
+def _float_table(bits: int) -> np.ndarray:
+    """Every value of a float16 (indexed by its bit pattern) or of a byte, as a Python float."""
+    values = np.arange(1 << bits, dtype=np.uint32)
+    values = values.astype(np.uint16).view(np.float16) if bits == 16 else values
+    return np.array(values.astype(np.float64).tolist(), dtype=object)
+
+
 @functools.lru_cache(maxsize=1)
 def _thread_pools():
     from threadpoolctl import ThreadpoolController
@@ -41,11 +62,29 @@ def _thread_pools():
     return ThreadpoolController()
 
 
+_blas = threading.Lock()
+_blas_holders = 0
+_blas_limit = None
+
+
+@contextlib.contextmanager
 def one_blas_thread():
-    """A block in which numpy's matrix products run on one thread: for a query's small ones. A multi-threaded
-    OpenBLAS keeps its threads spinning for a while after each product, on the cores that the Qdrant query coming
-    next needs (README, "Query latency")."""
-    return _thread_pools().limit(limits=1, user_api="blas")
+    """A block in which numpy's matrix products run on one thread: for a query's small ones, and for the vectors an
+    ingest derives beside a busy encoder. A multi-threaded OpenBLAS keeps its threads spinning for a while after each
+    product, on the cores that the Qdrant query coming next (README, "Query latency") or the encoder needs. The limit
+    is process-wide: blocks of several threads share one, set by the first to enter and lifted by the last to leave."""
+    global _blas_holders, _blas_limit
+    with _blas:
+        if _blas_holders == 0:
+            _blas_limit = _thread_pools().limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_limit.restore_original_limits()
 
 
 def on_one_blas_thread(fn):

@@ -181,3 +181,17 @@ def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, de
     layout = replace(SearchLayout.from_settings(), **change)
     assert layout.limits(10, 2000, dim) == depths
     assert layout.limits(10, 10_000, 1280) == (1200, 20)  # a share of a larger collection
+
+
+def test_shared_floats_are_every_float16_and_byte_value_exactly_and_made_once():
+    from core.tensors import shared_floats
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    looked_up = shared_floats(every).astype(np.float64)
+    assert np.array_equal(looked_up, every.astype(np.float64), equal_nan=True)
+    assert not np.array_equal(shared_floats(every[::-1]).astype(np.float64), looked_up, equal_nan=True)
+    codes = np.array([[0, 255], [255, 7]], dtype=np.uint8)
+    assert shared_floats(codes).tolist() == [[0.0, 255.0], [255.0, 7.0]]
+    assert shared_floats(codes)[0, 1] is shared_floats(codes)[1, 0]  # one object per value, not one per use
+    with pytest.raises(TypeError):
+        shared_floats(codes.astype(np.float32))

@@ -465,3 +465,68 @@ def test_odd_names_in_a_json_report_stay_as_they_are(tmp_path, settings):
 
 def test_free_space_is_read_from_the_nearest_existing_folder(tmp_path):
     assert disk.free_bytes(tmp_path / "not" / "yet") == shutil.disk_usage(tmp_path).free
+
+
+# -- a write killed at any moment --------------------------------------------------------------------------------
+
+WRITER = """
+import sys, uuid
+import numpy as np
+from core.model import ModelIdentity
+from core.store import EdgeStore, PagePoint
+from core.tensors import bfloat16_values
+
+path, pages = sys.argv[1], int(sys.argv[2])
+store = EdgeStore(path, "pages", wait=30)
+store.bind(ModelIdentity("writer", "r1", 256, 1121))
+print("bound", flush=True)
+for start in range(0, pages, 4):
+    store.upsert([
+        PagePoint(str(uuid.UUID(int=k + 1)), {"doc_id": "d", "page": k + 1},
+                  bfloat16_values(np.random.default_rng(k).standard_normal((1121, 256), dtype=np.float32)))
+        for k in range(start, min(pages, start + 4))
+    ])
+store.close()
+"""
+
+
+def test_a_write_killed_at_any_moment_leaves_every_stored_page_whole(tmp_path):
+    """Pages of 1121 x 256 tokens are written four at a time by another process, which is killed (SIGKILL) at
+    staggered moments of its writes; after each kill, every page the store holds comes back
+    with exactly the tokens written, and the next writer carries on in the same shard to the last page."""
+    import time
+    import uuid
+
+    import numpy as np
+
+    from core.store import EdgeStore
+    from core.tensors import bfloat16_values
+
+    path, pages = tmp_path / "pages", 24
+    seen = []
+    for delay in (0.15, 0.45, 0.8, 1.2, None):
+        proc = subprocess.Popen(
+            [CLI[0], "-c", WRITER, str(path), str(pages)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "bound", proc.communicate()[1][-2000:]
+            if delay is None:
+                assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+            else:
+                time.sleep(delay)
+                proc.kill()
+                proc.wait()
+        finally:
+            proc.kill()
+        store = EdgeStore(path, "pages", wait=5)
+        try:
+            held = {p.point_id: p for batch in store.scroll(8) for p in batch}
+        finally:
+            store.close()
+        for point_id, page in held.items():
+            k = uuid.UUID(point_id).int - 1
+            expected = bfloat16_values(np.random.default_rng(k).standard_normal((1121, 256), dtype=np.float32))
+            assert np.array_equal(page.tokens, expected), f"page {k + 1} came back changed"
+        seen.append(len(held))
+    assert seen[-1] == pages
+    assert any(0 < n < pages for n in seen[:-1]), f"no kill fell between the first write and the last: {seen}"

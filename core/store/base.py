@@ -45,6 +45,7 @@ from core.store.storage import (
     to_rows,
     unit_rows,
 )
+from core.tensors import one_blas_thread
 from core.text import SparseVector, embed_document, text_fields
 
 NOT_IN_HITS = [*STORE_FIELDS, "text"]  # payload search results leave out: the page text can be kilobytes
@@ -193,6 +194,14 @@ class PageStore(ABC):
 
     def upsert(self, points: list[PagePoint]) -> None:
         """Store pages from their exact tokens; every other vector of a page is derived here."""
+        rows = self.prepare(points)
+        if rows:
+            self._upsert(rows)
+
+    def prepare(self, points: list[PagePoint]) -> list[tuple[str, dict[str, Any], dict]]:
+        """Pages in the form the engine stores them, (id, named vectors, payload) each: the tokens' storage form
+        and the vectors derived from them. A page that does not fit the collection fails the batch here, before
+        anything is written."""
         # Writers bind first, which reads the record; a store never bound writes the current layout.
         record = self._record
         if record is not None and records.schema_of(record) < records.SCHEMA_VERSION:
@@ -202,29 +211,30 @@ class PageStore(ABC):
                 "it and import it into a new TOKENDIRECT_COLLECTION"
             )
         indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
-        rows = []
-        for p in points:
-            n, dim = p.tokens.shape
-            limit = rows_per_vector(dim)
-            names = token_chunks(int(record["chunks"]) if record else chunks_for(dim, n))
-            if n > limit * len(names):
-                raise StoreError(
-                    f"a page of {n} tokens does not fit collection {self.collection!r}, made for at most "
-                    f"{limit * len(names)} a page"
-                )
-            norms, unit = unit_rows(p.tokens)
-            order, derived = self.layout.derive(unit, limit)
-            stored, form = to_rows(p.tokens, norms, unit, order)
-            vectors: dict[str, Any] = {name: stored[k * limit : (k + 1) * limit] for k, name in enumerate(names)}
-            vectors = {name: chunk for name, chunk in vectors.items() if len(chunk)}
-            vectors.update(derived)
-            payload = {**p.payload, ROWS_FIELD: form}
-            sparse = embed_document(payload.get("text")) if indexed else None
-            if sparse is not None:
-                vectors[BM25] = sparse
-            rows.append((p.point_id, vectors, payload))
-        if rows:
-            self._upsert(rows)
+        with one_blas_thread():  # see core/tensors.py: a writer shares the machine with an encoder
+            return [self._row(p, record, indexed) for p in points]
+
+    def _row(self, p: PagePoint, record: dict | None, indexed: bool):
+        """A page as the engine stores it: (id, named vectors, payload)."""
+        n, dim = p.tokens.shape
+        limit = rows_per_vector(dim)
+        names = token_chunks(int(record["chunks"]) if record else chunks_for(dim, n))
+        if n > limit * len(names):
+            raise StoreError(
+                f"a page of {n} tokens does not fit collection {self.collection!r}, made for at most "
+                f"{limit * len(names)} a page"
+            )
+        norms, unit = unit_rows(p.tokens)
+        order, derived = self.layout.derive(unit, limit)
+        stored, form = to_rows(p.tokens, norms, unit, order)
+        vectors: dict[str, Any] = {name: stored[k * limit : (k + 1) * limit] for k, name in enumerate(names)}
+        vectors = {name: chunk for name, chunk in vectors.items() if len(chunk)}
+        vectors.update(derived)
+        payload = {**p.payload, ROWS_FIELD: form}
+        sparse = embed_document(payload.get("text")) if indexed else None
+        if sparse is not None:
+            vectors[BM25] = sparse
+        return p.point_id, vectors, payload
 
     def existing(self, point_ids: Iterable[str]) -> set[str]:
         return {p.point_id for p in self.retrieve(point_ids, with_tokens=False)}

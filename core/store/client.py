@@ -27,6 +27,7 @@ from core.store.cluster import FIELDS, Distribution
 from core.store.layout import FINE, POOLED, SearchLayout
 from core.store.schema import TOKENS, Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES
+from core.tensors import shared_floats
 from core.text import SparseVector
 
 log = logging.getLogger("tokendirect.store")
@@ -357,7 +358,10 @@ def _vector(v: Any):
 
     if isinstance(v, SparseVector):
         return m.SparseVector(indices=v.indices, values=v.values)
-    return v.tolist() if isinstance(v, np.ndarray) else v
+    if not isinstance(v, np.ndarray):
+        return v
+    # Shared floats for float16 (see core/tensors.py); uint8 codes as ints, whose JSON the REST size bound counts.
+    return (shared_floats(v) if v.dtype == np.float16 else v).tolist()
 
 
 def _filter(f: Filter):

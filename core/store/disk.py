@@ -5,7 +5,8 @@ qdrant-edge maps its files into memory and grows them in chunks of up to 32 MB. 
 through such a mapping, the kernel kills the process with SIGBUS: no error, no message, exit code 135. So space is
 checked before the engine gets the chance: before the shard is opened or created, before each write (for the pages
 about to be written) and before the index build. Measured (README, "Storage"): a page costs about 2.9 times its
-float16 tokens on disk (2.6 times the bytes of all its vectors), write-ahead log included; the index build at the
+float16 tokens on disk (2.6 times the bytes of all its vectors) in a shard with a write-ahead log (made before the
+log was dropped; 1.4 times without); the index build at the
 end of a run adds about 0.07 times its tokens; on tmpfs the engine allocates whole chunks at once (16 MB to create a
 collection, 35 to 77 MB when it opens a shard or a chunk fills).
 """
@@ -22,8 +23,8 @@ from core.errors import ConfigError, DiskSpaceError, first_line
 
 MB = 1 << 20
 RESERVE = 256 * MB  # always left free: the engine's chunk allocations (several 32 MB chunks at once on tmpfs)
-# Bytes on disk per byte of vectors written: measured 2.6 (a page's token rows, pooled and dense vectors, in the
-# segment and again in the write-ahead log).
+# Bytes on disk per byte of vectors written: measured 2.6 while shards kept a write-ahead log (a page's vectors in the
+# segment and again in the log), which shards made before still do; 1.04 without one (`tokendirect bench page`).
 WRITE_FACTOR = 3.0
 INDEX_FACTOR = 0.5  # bytes the index build may add per byte of vectors written since the last build (measured 0.06)
 

@@ -20,6 +20,7 @@ from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
 from core.store.schema import Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES, HeldShard, Holding, Window, hold_shard
+from core.tensors import shared_floats
 from core.text import SparseVector
 
 # The engine indexes new pages when asked; a writer asks after this many pages (and `optimize()` at will).
@@ -116,7 +117,10 @@ class EdgeStore(PageStore):
         }
         # The engine builds indexes only when asked (`optimize`); any segment worth indexing then gets them.
         config = q.EdgeConfig(
-            vectors=dense, sparse_vectors=sparse, optimizers=q.EdgeOptimizersConfig(indexing_threshold=1000)
+            vectors=dense,
+            sparse_vectors=sparse,
+            optimizers=q.EdgeOptimizersConfig(indexing_threshold=1000),
+            wal_enabled=False,
         )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -268,9 +272,11 @@ def _quantization(v: VectorSpec):
 def _vector(v: Any):
     if isinstance(v, SparseVector):
         return _edge().SparseVector(v.indices, v.values)
-    # The engine takes values one by one; from a float64 array (its values are Python floats) a quarter faster than
-    # from a list made by tolist, and without building the list.
-    return np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v
+    if not isinstance(v, np.ndarray):
+        return v
+    # The engine reads a vector one Python float at a time: shared ready-made floats where the dtype allows (see
+    # core/tensors.py), else float64 (whose items are Python floats).
+    return shared_floats(v) if v.dtype in (np.float16, np.uint8) else np.asarray(v, dtype=np.float64)
 
 
 def _filter(f: Filter):

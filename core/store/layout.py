@@ -153,13 +153,15 @@ class SearchLayout:
         (core/pooling.py). All use one farthest-point order on the page's sketch."""
         n = len(unit)
         sketched = sketch(unit)
+        gram = sketched @ sketched.T  # every pair's likeness: the seeds and each pooling's first k-means step use it
         fine_size = self.fine_size(n, keep)
         fine = pooled_count(n, fine_size) if self.pooled_first else 0
-        seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), fine, keep if n > keep else 0))
+        seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), fine, keep if n > keep else 0), gram)
         order = spread_order(unit, keep, seeds) if n > keep else None
-        pooled = pool_tokens(unit, self.pool_size, self.pooling, sketched=sketched, seeds=seeds)
+        shared = {"sketched": sketched, "seeds": seeds, "gram": gram}
+        pooled = pool_tokens(unit, self.pool_size, self.pooling, **shared)
         if self.pooled_first:
-            finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, sketched=sketched, seeds=seeds)
+            finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, **shared)
             form = codes if self.coded else lambda x: x.astype(np.float16)
             return order, {POOLED: form(pooled), FINE: form(finer)}
         dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
@@ -168,4 +170,4 @@ class SearchLayout:
 
 def codes(vectors: np.ndarray) -> np.ndarray:
     """Sign codes of `vectors` (uint8): SIGN where a value is positive, else 0."""
-    return np.where(vectors > 0, SIGN, 0).astype(np.uint8)
+    return (vectors > 0).view(np.uint8) * np.uint8(SIGN)
