@@ -90,17 +90,17 @@ class Settings(BaseSettings):
     # coarse pooled MaxSim over every page (binary codes in RAM) -> fine pooled MaxSim over its survivors (binary
     # codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
-        550,
+        350,
         ge=1,
         description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
         "one dense vector per page).",
     )
     prefetch_share: float = Field(
-        0.12,
+        0.08,
         ge=0.0,
         le=1.0,
         description="Share of the collection's pages the first stage hands on where that is more than PREFETCH_DENSE: "
-        "the pages the coarse scan misorders grow with the collection, so its depth does too (10,000 pages: 1200).",
+        "the pages the coarse scan misorders grow with the collection, so its depth does too (10,000 pages: 800).",
     )
     query_pool_size: float = Field(
         2.5,
@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         "cluster", description="How the pooled multivector is made: k-means over the tokens, or windows along them."
     )
     pool_size: int = Field(
-        16, ge=1, description="Tokens per coarse pooled vector, on average (257 tokens -> 17 vectors, 1121 -> 71)."
+        8, ge=1, description="Tokens per coarse pooled vector, on average (257 tokens -> 33 vectors, 1121 -> 141)."
     )
     fine_pool_size: float = Field(
         1.6, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 161 vectors, 1121 -> 701)."

@@ -24,6 +24,8 @@ KEYS = {
     "scan_recall_at_10",
     "fast_p50_ms",
     "fast_cold_p50_ms",
+    "fast_alone_p50_ms",
+    "speedup_alone_vs_exact",
     "exact_p50_ms",
     "scan_p50_ms",
     "speedup_vs_exact",
@@ -70,12 +72,13 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert KEYS <= data.keys() and data["pages"] == 60 and data["token_bytes_per_page"] == 64 * 256 * 2
     assert 0 < data["recall_at_10"] <= 1 and data["random_recall_at_10"] == round(10 / 60, 4)
     assert data["scan_recall_at_10"] == 1.0  # the scan ranks as exact MaxSim does
-    assert all(data[k] > 0 for k in ("fast_p50_ms", "fast_cold_p50_ms", "exact_p50_ms", "scan_p50_ms"))
+    timed = ("fast_p50_ms", "fast_alone_p50_ms", "fast_cold_p50_ms", "exact_p50_ms", "scan_p50_ms")
+    assert all(data[k] > 0 for k in timed)
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
     assert data["query_pool_size"] == 2.5 and data["dim"] == 256  # the defaults it ran with; and
-    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 1230, 45)  # x sqrt(5)
+    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 783, 45)  # x sqrt(5)
     assert data["structure"] == {"seed": 3} and "varied: seed=3" in proc.stderr
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory

@@ -39,11 +39,11 @@ def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
         _, derived = layout.derive(unit, rows_per_vector(dim))
         return len(derived[POOLED]), len(derived[FINE])
 
-    assert rows(2.6, 257, DIM) == (17, 99)
-    assert rows(2.5, 257, DIM) == (17, 103)  # the fine vectors, and only they, follow the setting
-    assert rows(2.6, 1121, 1280) == (71, 432)
-    assert rows(1.6, 1121, 1280) == (71, 701)
-    assert rows(1, 1121, 1280) == (71, 819)  # one a token would be 1121 rows: as many as one multivector holds
+    assert rows(2.6, 257, DIM) == (33, 99)
+    assert rows(2.5, 257, DIM) == (33, 103)  # the fine vectors, and only they, follow the setting
+    assert rows(2.6, 1121, 1280) == (141, 432)
+    assert rows(1.6, 1121, 1280) == (141, 701)
+    assert rows(1, 1121, 1280) == (141, 819)  # one a token would be 1121 rows: as many as one multivector holds
 
 
 def test_binary_coded_pooled_vectors_are_kept_as_their_sign_codes_in_new_collections_only():
@@ -164,13 +164,13 @@ def test_a_querys_matrix_products_run_on_one_blas_thread():
 @pytest.mark.parametrize(
     "dim, change, depths",
     [
-        (1280, {}, (550, 20)),  # the dimension the defaults are set for
-        (4096, {}, (550, 20)),  # wider codes: never shallower than set
-        (384, {}, (1005, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
-        (384, {"prefetch_dim": 0}, (550, 20)),  # the depths as set
-        (384, {"first_stage": "mean"}, (550, 20)),  # an HNSW first stage and int8 scores: no binary codes
-        (384, {"pooled_quantization": False}, (550, 20)),  # float16 in RAM: no binary codes
-        (128, {}, (1740, 64)),  # sqrt(10) = 3.16
+        (1280, {}, (350, 20)),  # the dimension the defaults are set for
+        (4096, {}, (350, 20)),  # wider codes: never shallower than set
+        (384, {}, (640, 37)),  # sqrt(1280 / 384) = 1.83 times deeper
+        (384, {"prefetch_dim": 0}, (350, 20)),  # the depths as set
+        (384, {"first_stage": "mean"}, (350, 20)),  # an HNSW first stage and int8 scores: no binary codes
+        (384, {"pooled_quantization": False}, (350, 20)),  # float16 in RAM: no binary codes
+        (128, {}, (1107, 64)),  # sqrt(10) = 3.16
     ],
 )
 def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, depths):
@@ -180,7 +180,7 @@ def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, de
 
     layout = replace(SearchLayout.from_settings(), **change)
     assert layout.limits(10, 2000, dim) == depths
-    assert layout.limits(10, 10_000, 1280) == (1200, 20)  # a share of a larger collection
+    assert layout.limits(10, 10_000, 1280) == (800, 20)  # a share of a larger collection
 
 
 def test_shared_floats_are_every_float16_and_byte_value_exactly_and_made_once():
