@@ -130,6 +130,7 @@ def test_bench_page_reports_what_a_page_costs(tmp_path, tiny_model_dir):
     assert data["rest"]["over_limits"] == data["grpc"]["over_limits"] == 0
     assert data["rest"]["largest_request_bytes"] < data["rest"]["bytes_per_page"]  # the page took two requests
     assert data["exact"] and 1.0 <= data["disk_ratio"] < 1.5
+    assert data["wal_bytes"] == 0  # new shards keep no write-ahead log: every write is flushed before it returns
 
 
 def test_a_kept_build_cut_down_to_a_smaller_size_says_its_ram_and_disk_read_high(tmp_path, tiny_model_dir):
