@@ -85,6 +85,9 @@ def pool_tokens(
     return pooled
 
 
+GROUP_LAYERS = 8  # group members added a layer at a time; the rest of a bigger group is summed whole
+
+
 def _group_sums(rows: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Sum of the rows in each of k groups, and which groups have any."""
     counts = np.bincount(assign, minlength=k)
@@ -99,9 +102,6 @@ def _group_sums(rows: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarra
     for g in np.flatnonzero(counts > GROUP_LAYERS):
         sums[g] += grouped[starts[g] + GROUP_LAYERS : starts[g] + counts[g]].sum(axis=0)
     return sums, counts > 0
-
-
-GROUP_LAYERS = 8
 
 
 def spread_seeds(sketched: np.ndarray, k: int, gram=None) -> np.ndarray:

@@ -5,10 +5,10 @@ qdrant-edge maps its files into memory and grows them in chunks of up to 32 MB. 
 through such a mapping, the kernel kills the process with SIGBUS: no error, no message, exit code 135. So space is
 checked before the engine gets the chance: before the shard is opened or created, before each write (for the pages
 about to be written) and before the index build. Measured (README, "Storage"): a page costs about 2.9 times its
-float16 tokens on disk (2.6 times the bytes of all its vectors) in a shard with a write-ahead log (made before the
-log was dropped; 1.4 times without); the index build at the
-end of a run adds about 0.07 times its tokens; on tmpfs the engine allocates whole chunks at once (16 MB to create a
-collection, 35 to 77 MB when it opens a shard or a chunk fills).
+float16 tokens on disk (2.6 times the bytes of all its vectors) in a shard with a write-ahead log (shards made
+before the log was dropped), 1.4 times without; the index build at the end of a run adds about 0.07 times its
+tokens; on tmpfs the engine allocates whole chunks at once (16 MB to create a collection, 35 to 77 MB when it opens
+a shard or a chunk fills).
 """
 
 from __future__ import annotations
