@@ -51,18 +51,19 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     return Stage(Nearest(store.ranking_vector, rows), limit, pages, prefetch)
 
 
-def query_rows(store: PageStore, tokens: np.ndarray) -> list[list[float]]:
-    """The query's multivector: its unit rows as float16 values. A query of more rows than the store may take in
-    one multivector keeps those that cover its directions best."""
+def query_rows(store: PageStore, tokens: np.ndarray) -> np.ndarray:
+    """The query's multivector: its unit rows in float16 (the engines take float16 and uint8 arrays as they are:
+    core/store/edge.py, client.py). A query of more rows than the store may take in one multivector keeps those
+    that cover its directions best."""
     unit = unit_length(tokens)
     if len(unit) > store.max_query_rows:
         unit = unit[np.sort(spread_order(unit, store.max_query_rows)[: store.max_query_rows])]
-    return unit.astype(np.float16).astype(np.float32).tolist()
+    return unit.astype(np.float16)
 
 
-def coded(store: PageStore, rows: list[list[float]]) -> list[list[float]]:
+def coded(store: PageStore, rows: np.ndarray) -> np.ndarray:
     """Query rows for a pooled vector: as sign codes where the collection stores those (SearchLayout.coded)."""
-    return codes(np.asarray(rows)).astype(np.float32).tolist() if store.layout.coded else rows
+    return codes(rows) if store.layout.coded else rows
 
 
 def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> tuple[Stage, ...]:
