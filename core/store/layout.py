@@ -22,6 +22,7 @@ from core.pooling import (
     spread_order,
     spread_seeds,
 )
+from core.tensors import unit_length
 
 POOLED = "pooled"  # about one pooled unit vector per `pool_size` tokens: the first stage, quantized, in RAM
 FINE = "pooled_fine"  # about one per `fine_pool_size` tokens: the second stage, quantized, in RAM
@@ -114,7 +115,10 @@ class SearchLayout:
         """The query the coarse scan scores every page with: its tokens pooled by the same k-means as a page's, one
         vector per `query_pool_size` tokens. The scan costs in proportion to the query's rows, and it only has to
         keep the right pages among the first stage's survivors: the later stages score every query token."""
-        return tokens if self.query_pool_size <= 1 else pool_tokens(tokens, self.query_pool_size, "cluster")
+        if self.query_pool_size <= 1:
+            return tokens
+        # A query's few rows cluster in full for less than sketching them costs (core/pooling.py `sketch`).
+        return pool_tokens(tokens, self.query_pool_size, "cluster", sketched=unit_length(tokens))
 
     def built(self) -> dict:
         return {k: getattr(self, k) for k in self.BUILT}
