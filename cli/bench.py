@@ -21,6 +21,13 @@ def _sizes(pages: list[str]) -> list[int]:
     return sizes
 
 
+def _stages(p50: dict[str, float] | None) -> str:
+    if not p50:
+        return "no staged plan (exact search)"
+    cuts = [f"{ms:.1f} ({'+ ' if i else ''}{name})" for i, (name, ms) in enumerate(p50.items())]
+    return ", then ".join(cuts) + " ms"
+
+
 def _structure(changes: dict | None) -> str:
     if not changes:
         return ""
@@ -68,6 +75,7 @@ def _describe(r) -> str:
             f"  exact       p50 / p95: {ms(r.exact_p50_ms, r.exact_p95_ms)} "
             f"(fast path {r.speedup_vs_exact}x faster, warm; {r.speedup_alone_vs_exact}x one after another)",
             f"  torch scan  p50 / p95: {scan}",
+            f"  fast path's plan cut after each stage, in the engine, p50: {_stages(r.stage_p50_ms)}",
             f"  exact score gap, rank 10 to 11: median {r.exact_gap_10_11:.3f} "
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,

@@ -41,8 +41,8 @@ from core.model import ModelIdentity
 from core.pooling import pooled_count
 from core.store import EdgeStore, PagePoint, PageStore, SearchLayout, open_store
 from core.store.schema import rows_per_vector
-from core.tensors import bfloat16_values, unit_length
-from search.plan import first_stage, search
+from core.tensors import bfloat16_values, one_blas_thread, unit_length
+from search.plan import fast_path_pages, first_stage, search, visual
 
 TOP = 10
 BATCH = 16  # pages per upsert while building
@@ -406,6 +406,10 @@ class SearchBench:
     speedup_vs_exact: float  # warm p50s
     speedup_alone_vs_exact: float  # the fast path's queries one after another, against exact's warm p50
     speedup_vs_scan: float | None
+    # the engine's p50 for the fast path's plan cut after each stage, innermost first, by the vector that stage
+    # scores (the first stage alone, then with the next, ..., the whole plan), each asked for the top 10; None where
+    # the plan is not one nested chain
+    stage_p50_ms: dict[str, float] | None
     exact_gap_10_11: float  # median score gap between ranks 10 and 11 of the exact result
     exact_gap_10_11_relative: float  # ... as a fraction of the rank-10 score
     gap_relative_quantiles: dict  # p10 / p50 / p90 of that fraction over the queries
@@ -452,6 +456,21 @@ class _Runs:
     scan_recall: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
     rel_gaps: list[float] = field(default_factory=list)
+    stages: list[list[float]] = field(default_factory=list)
+    stage_names: list[str] = field(default_factory=list)
+
+
+def stage_cuts(store: PageStore, query: np.ndarray) -> list | None:
+    """The fast path's plan for `query` cut after each stage, innermost first, each asked for the top 10 (so that
+    a cut reads 10 payloads, as the whole plan does); None where the plan is not one nested chain (exact search,
+    or a dense first stage's several probes)."""
+    with one_blas_thread():  # as search() builds it: a spinning BLAS thread would slow the query timed next
+        chain = [visual(store, np.asarray(query, dtype=np.float32), TOP, None, fast_path_pages(store))]
+    while chain[-1].prefetch:
+        if len(chain[-1].prefetch) > 1:
+            return None
+        chain.append(chain[-1].prefetch[0])
+    return [dataclasses.replace(s, limit=TOP) for s in reversed(chain)] if len(chain) > 1 else None
 
 
 def _overlap(truth: set, found) -> float:
@@ -508,6 +527,19 @@ def measure(
         search(store, q, TOP)
         if k:
             r.alone.append(time.perf_counter() - t)
+    # What each stage adds: the plan cut after each, timed in the engine alone (the query's preparation apart).
+    for k, q in enumerate([queries[0], *queries]):
+        cuts = stage_cuts(store, q)
+        if cuts is None:
+            break
+        times = []
+        for cut in cuts:
+            t = time.perf_counter()
+            store.query([cut])
+            times.append(time.perf_counter() - t)
+        if k:
+            r.stages.append(times)
+            r.stage_names = [cut.query.using for cut in cuts]
     token_bytes = tokens_per_page * dim * 2
     probe = None
     if isinstance(store, EdgeStore) and settings is not None:
@@ -547,6 +579,7 @@ def measure(
         speedup_vs_exact=round(exact_p50 / fast_p50, 1),
         speedup_alone_vs_exact=round(exact_p50 / _ms(r.alone, 50), 1),
         speedup_vs_scan=round(scan_p50 / fast_p50, 1) if scan_p50 else None,
+        stage_p50_ms={n: _ms([t[i] for t in r.stages], 50) for i, n in enumerate(r.stage_names)} or None,
         exact_gap_10_11=round(float(np.median(r.gaps)), 4) if r.gaps else 0.0,
         exact_gap_10_11_relative=round(float(np.median(rel)), 4),
         gap_relative_quantiles={f"p{q}": round(float(np.percentile(rel, q)), 4) for q in (10, 50, 90)},

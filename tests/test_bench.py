@@ -29,6 +29,7 @@ KEYS = {
     "exact_p50_ms",
     "scan_p50_ms",
     "speedup_vs_exact",
+    "stage_p50_ms",
     "gap_relative_quantiles",
     "ram_bytes_per_page",
     "ram_fixed_bytes",
@@ -74,6 +75,9 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["scan_recall_at_10"] == 1.0  # the scan ranks as exact MaxSim does
     timed = ("fast_p50_ms", "fast_alone_p50_ms", "fast_cold_p50_ms", "exact_p50_ms", "scan_p50_ms")
     assert all(data[k] > 0 for k in timed)
+    # the plan cut after each stage: the coarse scan, then the fine stage, then exact MaxSim
+    assert list(data["stage_p50_ms"]) == ["pooled", "pooled_fine", "tokens"]
+    assert all(ms > 0 for ms in data["stage_p50_ms"].values()) and "cut after each stage" in proc.stderr
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
