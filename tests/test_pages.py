@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -58,13 +59,23 @@ def test_an_empty_file_is_refused(tmp_path):
         count_pages(tmp_path / "empty.png")
 
 
-def test_a_rasterizer_that_takes_too_long_fails_the_file_with_the_setting_named(tmp_path):
+def test_a_rasterizer_that_takes_too_long_fails_the_file_with_the_setting_named(tmp_path, monkeypatch):
     from core.pages import DEFAULT_LIMITS
 
     pdf = write_pdf(tmp_path / "slow.pdf", [["one"], ["two"]])
-    hurried = replace(DEFAULT_LIMITS, raster_timeout=0.001)
-    with pytest.raises(InputError, match=r"reading the PDF timed out after 0.001 s \(TOKENDIRECT_RASTER_TIMEOUT\)"):
-        count_pages(pdf, hurried)
-    with pytest.raises(InputError, match=r"rasterizing pages 1-2 timed out after 0.001 s"):
-        list(render_pages(pdf, "doc", limits=hurried, n=2))
+    # poppler's own tools, each held back 1 s before it starts: slower than the limit however busy the machine is
+    # (with a limit of a millisecond and the real tools, a parent descheduled long enough found them finished)
+    slow = tmp_path / "slow-poppler"
+    slow.mkdir()
+    for tool in ("pdfinfo", "pdftoppm"):
+        (slow / tool).write_text(f'#!/bin/sh\nsleep 1 </dev/null >/dev/null 2>&1\nexec {shutil.which(tool)} "$@"\n')
+        (slow / tool).chmod(0o755)
+    hurried = replace(DEFAULT_LIMITS, raster_timeout=0.25)
+    with monkeypatch.context() as held_back:
+        held_back.setenv("PATH", f"{slow}{os.pathsep}{os.environ['PATH']}")
+        with pytest.raises(InputError, match=r"reading the PDF timed out after 0.25 s \(TOKENDIRECT_RASTER_TIMEOUT\)"):
+            count_pages(pdf, hurried)
+        with pytest.raises(InputError, match=r"rasterizing pages 1-2 timed out after 0.25 s"):
+            list(render_pages(pdf, "doc", limits=hurried, n=2))
+        assert count_pages(pdf) == 2  # the same tools within the default limit
     assert len(list(render_pages(pdf, "doc"))) == 2  # with the default limit the same file is fine
