@@ -21,6 +21,12 @@ def _sizes(pages: list[str]) -> list[int]:
     return sizes
 
 
+def _first_depth(r) -> str:
+    if not r.prefetch_at:
+        return f"{r.prefetch_dense}"
+    return f"{r.prefetch_dense} at {r.prefetch_at} pages x sqrt(pages / {r.prefetch_at})"
+
+
 def _stages(p50: dict[str, float] | None) -> str:
     if not p50:
         return "no staged plan (exact search)"
@@ -80,7 +86,7 @@ def _describe(r) -> str:
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,
             f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_first} / {r.prefetch_last} "
-            f"(first: {r.prefetch_dense} or {r.prefetch_share:.0%} of the pages, scanned with a query vector per "
+            f"(first: {_first_depth(r)} or {r.prefetch_share:.0%} of the pages, scanned with a query vector per "
             f"{r.query_pool_size:g} tokens{_deeper(r)}), "
             f"pool size {r.pool_size}, exact below {r.exact_below} pages",
         ]

@@ -92,15 +92,22 @@ class Settings(BaseSettings):
     prefetch_dense: int = Field(
         350,
         ge=1,
-        description="Pages the first stage hands on: the coarse pooled scan (collections made before it: HNSW over "
-        "one dense vector per page).",
+        description="Pages the first stage hands on in a collection of PREFETCH_AT pages: the coarse pooled scan "
+        "(collections made before it: HNSW over one dense vector per page).",
+    )
+    prefetch_at: int = Field(
+        2000,
+        ge=0,
+        description="Collection size PREFETCH_DENSE is set for. The pages that can pass a page of the exact top 10 "
+        "in the coarse scan grow with the collection, but slower than it: the first stage hands on PREFETCH_DENSE x "
+        "sqrt(pages / PREFETCH_AT) pages (300 pages: 136, 1,000: 248, 10,000: 783). 0: PREFETCH_DENSE at any size.",
     )
     prefetch_share: float = Field(
         0.08,
         ge=0.0,
         le=1.0,
-        description="Share of the collection's pages the first stage hands on where that is more than PREFETCH_DENSE: "
-        "the pages the coarse scan misorders grow with the collection, so its depth does too (10,000 pages: 800).",
+        description="Share of the collection's pages the first stage hands on where that is more than the depth "
+        "PREFETCH_DENSE and PREFETCH_AT give (10,000 pages: 800).",
     )
     query_pool_size: float = Field(
         2.5,

@@ -424,8 +424,9 @@ class SearchBench:
     scan_ram_bytes_per_page: float | None  # what the scan holds in RAM
     build_s: float
     prefetch_dense: int
+    prefetch_at: int  # the collection size prefetch_dense is set for (0: at any size)
     prefetch_share: float
-    prefetch_first: int  # what the first stage handed on at this size: PREFETCH_DENSE, or PREFETCH_SHARE of the pages
+    prefetch_first: int  # what the first stage handed on at this size (SearchLayout.limits)
     prefetch_pooled: int
     depth_scale: float  # how much deeper than set the binary-coded stages looked, for the tokens' dimension
     prefetch_last: int  # what the stage before exact handed on at this size: PREFETCH_POOLED, deeper for narrow tokens
@@ -594,6 +595,7 @@ def measure(
         scan_ram_bytes_per_page=round(scan.nbytes / max(scan.count, 1), 1) if scan is not None else None,
         build_s=round(build_s, 1),
         prefetch_dense=layout.prefetch_dense,
+        prefetch_at=layout.prefetch_at,
         prefetch_share=layout.prefetch_share,
         prefetch_first=first_depth,
         prefetch_last=last_depth,

@@ -82,7 +82,8 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
     assert data["query_pool_size"] == 2.5 and data["dim"] == 256  # the defaults it ran with; and
-    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 783, 45)  # x sqrt(5)
+    # 350 x sqrt(60 / 2000) pages at 60 pages, 20 into exact MaxSim, both x sqrt(1280 / 256)
+    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 136, 45)
     assert data["structure"] == {"seed": 3} and "varied: seed=3" in proc.stderr
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory

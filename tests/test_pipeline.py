@@ -181,7 +181,7 @@ def test_only_bad_files_leave_no_collection_behind(backend_settings, tmp_path):
 @contextlib.contextmanager
 def shallow_store(settings, docs):
     """The five pages, searched with a prefetch of 3: the coarse and fine pooled stages must keep the right ones."""
-    s = settings.model_copy(update={"prefetch_dense": 3, "prefetch_pooled": 3, "exact_below": 0})
+    s = settings.model_copy(update={"prefetch_dense": 3, "prefetch_at": 0, "prefetch_pooled": 3, "exact_below": 0})
     model = OcrModel.from_settings(s)
     with open_store(s) as store:
         Ingestor(model, store, s).ingest([docs])

@@ -183,6 +183,23 @@ def test_binary_coded_stages_look_deeper_the_narrower_the_tokens(dim, change, de
     assert layout.limits(10, 10_000, 1280) == (800, 20)  # a share of a larger collection
 
 
+def test_the_first_stage_grows_as_the_square_root_of_the_collection_or_a_share_of_it():
+    """PREFETCH_DENSE (350) at PREFETCH_AT (2,000) pages, times sqrt(pages / 2,000), or PREFETCH_SHARE (8%) of the
+    pages where that is more; PREFETCH_AT 0 keeps the depth as set."""
+    from dataclasses import replace
+
+    from core.store.layout import SearchLayout
+
+    layout = SearchLayout.from_settings()
+    first = {pages: layout.limits(10, pages, 1280)[0] for pages in (300, 1000, 2000, 5000, 10_000, 20_000)}
+    assert first == {300: 136, 1000: 248, 2000: 350, 5000: 554, 10_000: 800, 20_000: 1600}
+    assert layout.limits(10, 0, 1280) == (350, 20)  # no size given: the depth as set
+    as_set = replace(layout, prefetch_at=0)
+    assert [as_set.limits(10, n, 1280)[0] for n in (300, 2000, 10_000)] == [350, 350, 800]
+    shallow = replace(layout, prefetch_dense=5, prefetch_share=0.0)
+    assert shallow.limits(10, 300, 1280) == (20, 20)  # never shallower than the next stage
+
+
 def test_shared_floats_are_every_float16_and_byte_value_exactly_and_made_once():
     from core.tensors import shared_floats
 

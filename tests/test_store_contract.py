@@ -286,6 +286,7 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
     # shallow prefetch (half, then a fifth of the pages): the first two stages do the choosing; 8 pooled vectors a page
     shallow = {
         "prefetch_dense": 30,
+        "prefetch_at": 0,  # the depths as set, whatever the number of pages
         "prefetch_pooled": 12,
         "pool_size": 3,
         "first_stage": first_stage,
@@ -324,7 +325,8 @@ def test_the_binary_stages_score_binary_maxsim_whether_pages_keep_sign_codes_or_
     qdrant-client's in-process mode, which scores stored values as they are, by scores in proportion to them. The
     in-process mode's float16 collection is the check's negative control: it scores raw floats."""
     pages = topic_pages()
-    depths = {"prefetch_dense": 30, "prefetch_pooled": 12, "pool_size": 3, "exact_below": 0, "prefetch_dim": 0}
+    depths = {"prefetch_dense": 30, "prefetch_at": 0, "prefetch_pooled": 12, "pool_size": 3, "exact_below": 0}
+    depths["prefetch_dim"] = 0
     with open_store(engine.model_copy(update={**depths, "sign_codes": sign_codes})) as store:
         store.bind(WIDE)
         store.upsert(pages)
@@ -367,7 +369,7 @@ def test_exact_bypasses_the_fast_path(filled, engine):
     ranks it last, so only exact MaxSim over every page puts it first (a dense first stage, as collections made
     before the pooled one have)."""
     query, contrary = contrary_page()
-    depths = {"prefetch_dense": 1, "prefetch_share": 0.0, "prefetch_pooled": 1}
+    depths = {"prefetch_dense": 1, "prefetch_at": 0, "prefetch_share": 0.0, "prefetch_pooled": 1}
     dense = {"first_stage": "mean", "collection": f"{engine.collection}-dense", "exact_below": 0}
     with open_store(engine.model_copy(update={**depths, **dense})) as shallow:
         shallow.bind(IDENTITY)
@@ -389,7 +391,7 @@ def test_the_first_stage_keeps_a_share_of_the_collection_where_that_is_more(engi
     """The page only exact MaxSim finds (above): a first stage that keeps every page (a share of 1) finds it too,
     one that keeps a single page does not, and the plan's first stage is as deep as the share says."""
     query, contrary = contrary_page()
-    base = {"prefetch_dense": 1, "prefetch_pooled": 1, "first_stage": "mean", "exact_below": 0}
+    base = {"prefetch_dense": 1, "prefetch_at": 0, "prefetch_pooled": 1, "first_stage": "mean", "exact_below": 0}
     found = {}
     with open_store(engine.model_copy(update=base)) as store:
         store.bind(IDENTITY)
@@ -412,7 +414,7 @@ def test_the_first_stage_scans_with_the_querys_pooled_tokens_and_the_later_stage
     query = PAGES[1].tokens  # 12 rows
     for pool_size, first_rows in ((2.5, 5), (1.0, 12)):
         # stages shallower than the collection, so that the plan has them
-        depths = {"exact_below": 0, "prefetch_dim": 0, "prefetch_dense": 2, "prefetch_pooled": 1}
+        depths = {"exact_below": 0, "prefetch_dim": 0, "prefetch_dense": 2, "prefetch_at": 0, "prefetch_pooled": 1}
         filled.layout = replace(filled.layout, query_pool_size=pool_size, **depths)
         plan = visual(filled, query, 3, None, fast_path_pages(filled))
         (fine,) = plan.prefetch
@@ -426,7 +428,7 @@ def test_a_narrow_collection_looks_deeper_and_goes_exact_where_the_fast_path_wou
     exact hands on sqrt(40) times as many pages. Where that is every page, the plan is exact MaxSim alone."""
     query = PAGES[1].tokens
     pages = filled.count()
-    depths = {"exact_below": 0, "prefetch_dense": 2, "prefetch_share": 0.0, "prefetch_pooled": 1}
+    depths = {"exact_below": 0, "prefetch_dense": 2, "prefetch_at": 0, "prefetch_share": 0.0, "prefetch_pooled": 1}
     filled.layout = replace(filled.layout, **depths)
     assert filled.dim == DIM and filled.layout.limits(1, pages, DIM) == (13, 7) and 7 >= pages
     assert visual(filled, query, 1, None, fast_path_pages(filled)).prefetch == ()  # exact: no prefetch
