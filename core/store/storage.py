@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from core.tensors import bfloat16_values
+from core.tensors import bfloat16_values, from_float16, to_float16
 
 FLOAT16_MAX = 65504.0
 ROWS_FIELD = "token_rows"  # payload the store keeps for itself: lengths, order and patch of a page's rows
@@ -54,8 +54,8 @@ def to_rows(
 ) -> tuple[np.ndarray, dict]:
     """The rows to store (float16, unit length, in `order`) and the payload that makes them exact again."""
     exact = np.ascontiguousarray(tokens, dtype=np.float32)
-    half = unit.astype(np.float16)
-    back = bfloat16_values(half.astype(np.float32) * norms[:, None])
+    half = to_float16(unit)
+    back = bfloat16_values(from_float16(half) * norms[:, None])
     wrong = np.flatnonzero(back.view(np.uint32) != exact.view(np.uint32))
     form = {"norms": _b64(norms.astype("<f4"))}
     if order is not None:
