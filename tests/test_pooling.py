@@ -253,3 +253,14 @@ def test_group_sums_add_each_groups_rows_whatever_its_size():
     moved = assign.copy()
     moved[[0, other]] = assign[[other, 0]]  # two rows of different groups trade places
     assert not np.allclose(_group_sums(rows, moved, len(sizes))[0], naive, atol=1e-5)
+
+
+def test_sign_codes_of_float16_rows_mark_exactly_the_positive_values():
+    from core.store.layout import SIGN, codes
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)  # NaNs, infinities, -0 too
+    with np.errstate(invalid="ignore"):
+        positive = every > 0
+    assert np.array_equal(codes(every), positive * np.uint8(SIGN))
+    assert np.array_equal(codes(every.astype(np.float32)), codes(every))  # float32 rows: the same codes
+    assert not np.array_equal(codes(-every), codes(every))  # the sign decides

@@ -184,4 +184,10 @@ class SearchLayout:
 
 def codes(vectors: np.ndarray) -> np.ndarray:
     """Sign codes of `vectors` (uint8): SIGN where a value is positive, else 0."""
-    return (vectors > 0).view(np.uint8) * np.uint8(SIGN)
+    if vectors.dtype == np.float16:
+        # numpy compares float16 values one at a time (0.28 ms for a 20-row query); on their bits, positive is
+        # 1 to 0x7C00 (the smallest subnormal to +inf: zero wraps round, the sign bit and NaNs lie above)
+        positive = (vectors.view(np.uint16) - np.uint16(1)) < np.uint16(0x7C00)
+    else:
+        positive = vectors > 0
+    return positive.view(np.uint8) * np.uint8(SIGN)
