@@ -28,7 +28,7 @@ def to_float16(x: np.ndarray) -> np.ndarray:
     time for a tiled page's 1.4 million values."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.float16).numpy()
+    return to_torch(x, torch.float16).numpy()
 
 
 def from_float16(x: np.ndarray) -> np.ndarray:
