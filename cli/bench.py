@@ -45,6 +45,13 @@ def _deeper(r) -> str:
     return f"; both {r.depth_scale:g} times deeper for {r.dim}-dimension tokens" if r.depth_scale > 1 else ""
 
 
+def _cold_reads(r) -> str:
+    if r.fast_cold_read_bytes_p50 is None:
+        return ""
+    ahead = f", the disk's read-ahead {r.readahead_kb} kB" if r.readahead_kb is not None else ""
+    return f" (reading {r.fast_cold_read_bytes_p50 / 1e6:.1f} MB from disk a query, median{ahead})"
+
+
 def _describe(r) -> str:
     def ms(p50, p95) -> str:
         return f"{p50:.1f} / {p95:.1f} ms" if p50 is not None else "not measured"
@@ -77,7 +84,7 @@ def _describe(r) -> str:
             + agree,
             f"  fast path   p50 / p95: warm {ms(r.fast_p50_ms, r.fast_p95_ms)} (each right after an exact query), "
             f"{ms(r.fast_alone_p50_ms, r.fast_alone_p95_ms)} (one after another), "
-            f"cold {ms(r.fast_cold_p50_ms, r.fast_cold_p95_ms)}",
+            f"cold {ms(r.fast_cold_p50_ms, r.fast_cold_p95_ms)}{_cold_reads(r)}",
             f"  exact       p50 / p95: {ms(r.exact_p50_ms, r.exact_p95_ms)} "
             f"(fast path {r.speedup_vs_exact}x faster, warm; {r.speedup_alone_vs_exact}x one after another)",
             f"  torch scan  p50 / p95: {scan}",

@@ -350,28 +350,73 @@ def estimated_ram_bytes(store: PageStore, tokens: int, dim: int) -> int:
     return 2 * layout.dense_size(dim) + 2 * layout.hnsw_m * 4 + pooled
 
 
+def read_bytes() -> int | None:
+    """Bytes this process has had read from disk so far (/proc/self/io; None where the system does not say)."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def readahead_kb(path: Path) -> int | None:
+    """The read-ahead setting (kB) of the block device `path` lies on: how far past a page fault the kernel reads, so
+    what a cold read of a few rows costs (None where it cannot be found, as on some virtual file systems)."""
+    dev = os.stat(path).st_dev
+    base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    for queue in (base / "queue", base / ".." / "queue"):  # a whole disk, or a partition of one
+        try:
+            return int((queue / "read_ahead_kb").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def probe_cold(settings: Settings, queries: list[np.ndarray], top: int) -> dict:
     """Run in a fresh process: resident memory before opening the shard, after opening it and after the queries,
-    and the fast path's latency with the shard's files out of the page cache before every query (the first query
-    warms up the process and is not counted)."""
+    and the fast path's latency cold, with the bytes each cold query had read from disk (the first query warms up
+    the process and is not counted). Cold: the store opened afresh and the shard's files dropped from the page cache
+    before every query. Dropping alone is not enough: the kernel keeps the pages a process still maps, so rows an
+    earlier query read would stay cached for the next; a store opened afresh maps none of them."""
     import qdrant_edge  # noqa: F401  (library code is not what the store holds: loaded before the baseline)
 
     shard = settings.shard_path()
     base = resident_bytes(shard)
-    with open_store(settings) as store:
+    store = open_store(settings)
+    try:
         pages = store.count()  # opens the shard and reads the collection record
         opened = resident_bytes(shard)
-        cold, hits = [], []
+        cold, hits, read = [], [], []
         for k, q in enumerate([queries[0], *queries]):
+            if k:
+                store.close()
+                store = open_store(settings)
+                store.count()
             drop_page_cache(store.path)
+            before = read_bytes()
             t = time.perf_counter()
             found = search(store, q, top)
             if k:
                 cold.append(time.perf_counter() - t)
                 hits.append([p.point_id for p in found])
+                after_query = read_bytes()
+                if before is not None and after_query is not None:
+                    read.append(after_query - before)
         after = resident_bytes(shard)
         cache = page_cache_bytes(store.path)
-    return {"pages": pages, "base": base, "opened": opened, "after": after, "cold": cold, "hits": hits, "cache": cache}
+    finally:
+        store.close()
+    return {
+        "pages": pages,
+        "base": base,
+        "opened": opened,
+        "after": after,
+        "cold": cold,
+        "hits": hits,
+        "cache": cache,
+        "read": read,
+        "readahead_kb": readahead_kb(shard),
+    }
 
 
 def _in_fresh_process(fn, *args):
@@ -399,6 +444,10 @@ class SearchBench:
     fast_alone_p95_ms: float
     fast_cold_p50_ms: float | None  # the shard's files dropped from the page cache before each query
     fast_cold_p95_ms: float | None
+    # bytes the process read from disk per cold query (/proc/self/io), median; the rows it needs are much fewer where
+    # the device reads far ahead of each fault (`readahead_kb`, the shard's block device's read-ahead setting)
+    fast_cold_read_bytes_p50: float | None
+    readahead_kb: int | None
     exact_p50_ms: float
     exact_p95_ms: float
     scan_p50_ms: float | None
@@ -573,6 +622,8 @@ def measure(
         fast_alone_p95_ms=_ms(r.alone, 95),
         fast_cold_p50_ms=_ms(probe["cold"], 50) if probe else None,
         fast_cold_p95_ms=_ms(probe["cold"], 95) if probe else None,
+        fast_cold_read_bytes_p50=float(np.median(probe["read"])) if probe and probe["read"] else None,
+        readahead_kb=probe["readahead_kb"] if probe else None,
         exact_p50_ms=exact_p50,
         exact_p95_ms=_ms(r.exact, 95),
         scan_p50_ms=scan_p50,

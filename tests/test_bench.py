@@ -4,6 +4,7 @@ reproduce), and a small run reports every figure, with sane values."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from core.errors import UsageError
 from core.pooling import dense_vector, maxsim
 from core.store.storage import to_storage
 from core.tensors import bfloat16_values
-from search.bench import SyntheticPages, SyntheticSpec, structure_of, varied
+from search.bench import SyntheticPages, SyntheticSpec, drop_page_cache, read_bytes, readahead_kb, structure_of, varied
 from tests.helpers import cli_env, run_cli
 
 KEYS = {
@@ -36,6 +37,8 @@ KEYS = {
     "ram_estimate_bytes_per_page",
     "page_cache_after_queries",
     "disk_bytes_per_page",
+    "fast_cold_read_bytes_p50",
+    "readahead_kb",
 }
 
 
@@ -75,6 +78,8 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["scan_recall_at_10"] == 1.0  # the scan ranks as exact MaxSim does
     timed = ("fast_p50_ms", "fast_alone_p50_ms", "fast_cold_p50_ms", "exact_p50_ms", "scan_p50_ms")
     assert all(data[k] > 0 for k in timed)
+    if data["readahead_kb"] is not None:  # on a block device (not tmpfs): a cold query reads its rows from disk
+        assert data["fast_cold_read_bytes_p50"] > 0 and "from disk a query" in proc.stderr
     # the plan cut after each stage: the coarse scan, then the fine stage, then exact MaxSim
     assert list(data["stage_p50_ms"]) == ["pooled", "pooled_fine", "tokens"]
     assert all(ms > 0 for ms in data["stage_p50_ms"].values()) and "cut after each stage" in proc.stderr
@@ -87,6 +92,25 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["structure"] == {"seed": 3} and "varied: seed=3" in proc.stderr
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory
+
+
+def test_cold_reads_are_counted_from_disk(tmp_path):
+    """What the cold figures' read bytes rest on: a file dropped from the page cache is read from disk again, and
+    counted; read once more, it comes from the cache (the negative control)."""
+    if readahead_kb(tmp_path) is None:
+        pytest.skip("the temporary directory is on no block device (tmpfs): its files are never read from disk")
+    path = tmp_path / "rows.bin"
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(0).bytes(4 << 20))
+        f.flush()
+        os.fsync(f.fileno())  # dirty pages stay in the page cache whatever is advised
+    drop_page_cache(tmp_path)
+    start = read_bytes()
+    path.read_bytes()
+    cold = read_bytes() - start
+    path.read_bytes()
+    warm = read_bytes() - start - cold
+    assert cold >= 4 << 20 and warm < 1 << 20
 
 
 def test_bench_search_rejects_bad_sizes(tmp_path, tiny_model_dir):
