@@ -442,7 +442,7 @@ class SearchBench:
     fast_p95_ms: float
     fast_alone_p50_ms: float  # warm, the queries one after another with nothing between: as a process serving them
     fast_alone_p95_ms: float
-    fast_cold_p50_ms: float | None  # the shard's files dropped from the page cache before each query
+    fast_cold_p50_ms: float | None  # each query on a store opened afresh, its files dropped from the page cache
     fast_cold_p95_ms: float | None
     # bytes the process read from disk per cold query (/proc/self/io), median; the rows it needs are much fewer where
     # the device reads far ahead of each fault (`readahead_kb`, the shard's block device's read-ahead setting)
