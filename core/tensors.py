@@ -3,6 +3,7 @@ stage shares."""
 
 from __future__ import annotations
 
+import array
 import contextlib
 import functools
 import threading
@@ -55,13 +56,24 @@ def bfloat16_values(x: np.ndarray) -> np.ndarray:
 
 def shared_floats(x: np.ndarray) -> np.ndarray:
     """A float16 or uint8 array's values as an object array of Python floats, shared among all arrays: one table
-    lookup. The engines' Python APIs take a vector a Python number at a time, and making a new float for each of a
-    tiled page's two million values costs more than an engine's own write; these are made once."""
+    lookup. qdrant-client's models take lists of Python floats, and making a new float for each of a tiled page's
+    two million values costs more than the conversions after it; these are made once."""
     if x.dtype == np.float16:
         return _float_table(16)[x.view(np.uint16)]
     if x.dtype == np.uint8:
         return _float_table(8)[x]
     raise TypeError(f"no table of {x.dtype} values")
+
+
+def float32_rows(x: np.ndarray) -> list[array.array] | array.array:
+    """A vector's values as float32 arrays, one a row (one for a single vector). The embedded engine's Python API
+    reads a vector a value at a time from any sequence; an array.array hands out Python floats from C, several times
+    faster than numpy's scalars and faster than looking up shared floats (a tiled page: 34 ms against 55). float32
+    loses nothing the engine keeps: it reads every value as float32."""
+    values = from_float16(x) if x.dtype == np.float16 else np.ascontiguousarray(x, dtype=np.float32)
+    if values.ndim == 1:
+        return array.array("f", values.tobytes())
+    return [array.array("f", row.tobytes()) for row in values]
 
 
 @functools.cache

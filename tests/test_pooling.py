@@ -214,6 +214,35 @@ def test_shared_floats_are_every_float16_and_byte_value_exactly_and_made_once():
         shared_floats(codes.astype(np.float32))
 
 
+def test_the_embedded_engine_keeps_every_float16_and_byte_value_handed_over_as_float32_rows(tmp_path):
+    import qdrant_edge as q
+
+    from core.tensors import float32_rows
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    every = every[np.isfinite(every)].reshape(-1, 1024)  # 62 rows: subnormals, -0.0 and the largest included
+    codes = np.arange(256 * 4, dtype=np.uint32).astype(np.uint8).reshape(-1, 1024)
+
+    def params(datatype):
+        multi = q.MultiVectorConfig(q.MultiVectorComparator.MaxSim)
+        return q.EdgeVectorParams(size=1024, distance=q.Distance.Dot, multivector_config=multi, datatype=datatype)
+
+    types = q.VectorStorageDatatype
+    vectors = {"half": params(types.Float16), "byte": params(types.Uint8)}
+    shard = q.EdgeShard.create(str(tmp_path / "shard"), q.EdgeConfig(vectors=vectors, wal_enabled=False))
+    shifted = np.roll(every, 1, axis=1)  # the negative control: the same values, each in another place
+    for pid, half in ((1, every), (2, shifted)):
+        point = q.Point(pid, {"half": float32_rows(half), "byte": float32_rows(codes)}, {})
+        shard.update(q.UpdateOperation.upsert_points([point]))
+    stored = {r.id: r.vector for r in shard.retrieve([1, 2], with_payload=False, with_vector=True)}
+    shard.close()
+    back = np.array(stored[1]["half"], dtype=np.float16)
+    assert np.array_equal(back.view(np.uint16), every.view(np.uint16))
+    assert not np.array_equal(np.array(stored[2]["half"], dtype=np.float16).view(np.uint16), back.view(np.uint16))
+    assert np.array_equal(np.array(stored[1]["byte"]), codes)
+    assert float32_rows(every[0]).tolist() == every[0].astype(np.float64).tolist()  # a single vector: one array
+
+
 def test_float16_casts_round_as_numpys_do_on_every_kind_of_value():
     from core.tensors import from_float16, to_float16
 

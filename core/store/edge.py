@@ -20,7 +20,7 @@ from core.store.base import NOT_IN_HITS, PageStore, Raw
 from core.store.layout import SearchLayout
 from core.store.schema import Filter, Fusion, Stage, VectorSpec
 from core.store.sharing import HANDLES, HeldShard, Holding, Window, hold_shard
-from core.tensors import shared_floats
+from core.tensors import float32_rows
 from core.text import SparseVector
 
 # The engine indexes new pages when asked; a writer asks after this many pages (and `optimize()` at will).
@@ -274,9 +274,7 @@ def _vector(v: Any):
         return _edge().SparseVector(v.indices, v.values)
     if not isinstance(v, np.ndarray):
         return v
-    # The engine reads a vector one Python float at a time: shared ready-made floats where the dtype allows (see
-    # core/tensors.py), else float64 (whose items are Python floats).
-    return shared_floats(v) if v.dtype in (np.float16, np.uint8) else np.asarray(v, dtype=np.float64)
+    return float32_rows(v)  # the engine reads a vector one Python float at a time: see core/tensors.py
 
 
 def _filter(f: Filter):
