@@ -34,6 +34,12 @@ def _stages(p50: dict[str, float] | None) -> str:
     return ", then ".join(cuts) + " ms"
 
 
+def _survivors(recall: dict[str, float] | None) -> str:
+    if not recall:
+        return "no staged plan (exact search)"
+    return ", ".join(f"{name} {share:.3f}" for name, share in recall.items())
+
+
 def _structure(changes: dict | None) -> str:
     if not changes:
         return ""
@@ -89,6 +95,7 @@ def _describe(r) -> str:
             f"(fast path {r.speedup_vs_exact}x faster, warm; {r.speedup_alone_vs_exact}x one after another)",
             f"  torch scan  p50 / p95: {scan}",
             f"  fast path's plan cut after each stage, in the engine, p50: {_stages(r.stage_p50_ms)}",
+            f"  exact top 10 among each stage's survivors: {_survivors(r.survivor_recall)}",
             f"  exact score gap, rank 10 to 11: median {r.exact_gap_10_11:.3f} "
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,

@@ -459,6 +459,10 @@ class SearchBench:
     # scores (the first stage alone, then with the next, ..., the whole plan), each asked for the top 10; None where
     # the plan is not one nested chain
     stage_p50_ms: dict[str, float] | None
+    # where recall is lost: the share of the exact top 10 among the pages each stage before exact hands on (keyed by
+    # the vector it scores and its depth), mean over the queries; each stage keeps a subset of the one before, and
+    # the fast path's top 10 comes from the last one's, so recall_at_10 <= the last <= ... <= the first
+    survivor_recall: dict[str, float] | None
     exact_gap_10_11: float  # median score gap between ranks 10 and 11 of the exact result
     exact_gap_10_11_relative: float  # ... as a fraction of the rank-10 score
     gap_relative_quantiles: dict  # p10 / p50 / p90 of that fraction over the queries
@@ -508,19 +512,27 @@ class _Runs:
     rel_gaps: list[float] = field(default_factory=list)
     stages: list[list[float]] = field(default_factory=list)
     stage_names: list[str] = field(default_factory=list)
+    survivors: list[list[float]] = field(default_factory=list)
+    survivor_names: list[str] = field(default_factory=list)
 
 
-def stage_cuts(store: PageStore, query: np.ndarray) -> list | None:
-    """The fast path's plan for `query` cut after each stage, innermost first, each asked for the top 10 (so that
-    a cut reads 10 payloads, as the whole plan does); None where the plan is not one nested chain (exact search,
-    or a dense first stage's several probes)."""
+def stage_chain(store: PageStore, query: np.ndarray) -> list | None:
+    """The fast path's plan for `query` cut after each stage, innermost first, each at its own depth (the last is
+    the whole plan); None where the plan is not one nested chain (exact search, or a dense first stage's several
+    probes)."""
     with one_blas_thread():  # as search() builds it: a spinning BLAS thread would slow the query timed next
         chain = [visual(store, np.asarray(query, dtype=np.float32), TOP, None, fast_path_pages(store))]
     while chain[-1].prefetch:
         if len(chain[-1].prefetch) > 1:
             return None
         chain.append(chain[-1].prefetch[0])
-    return [dataclasses.replace(s, limit=TOP) for s in reversed(chain)] if len(chain) > 1 else None
+    return chain[::-1] if len(chain) > 1 else None
+
+
+def stage_cuts(store: PageStore, query: np.ndarray) -> list | None:
+    """`stage_chain`, each cut asked for the top 10 (so that a cut reads 10 payloads, as the whole plan does)."""
+    chain = stage_chain(store, query)
+    return [dataclasses.replace(s, limit=TOP) for s in chain] if chain else None
 
 
 def _overlap(truth: set, found) -> float:
@@ -551,6 +563,8 @@ def measure(
         fast = search(store, q, TOP)
         t_fast = time.perf_counter() - t
         first = store.query([first_stage(store, q, TOP)[0]])
+        chain = stage_chain(store, q)
+        handed = [store.query([cut])[0] for cut in chain[:-1]] if chain else []
         t_scan, scanned = None, None
         if scan is not None:
             t = time.perf_counter()
@@ -563,6 +577,9 @@ def measure(
         r.fast.append(t_fast)
         r.recall.append(_overlap(truth, [p.point_id for p in fast]))
         r.first.append(_overlap(truth, [p.point_id for p in first[0]]) if store.has_fast_path() else 0.0)
+        if handed:
+            r.survivors.append([_overlap(truth, [p.point_id for p in found]) for found in handed])
+            r.survivor_names = [f"{cut.query.using} ({cut.limit})" for cut in chain[:-1]]
         if scanned is not None:
             r.scan.append(t_scan)
             r.scan_recall.append(_overlap(truth, [scan_ids[i] for i, _ in scanned]))
@@ -632,6 +649,10 @@ def measure(
         speedup_alone_vs_exact=round(exact_p50 / _ms(r.alone, 50), 1),
         speedup_vs_scan=round(scan_p50 / fast_p50, 1) if scan_p50 else None,
         stage_p50_ms={n: _ms([t[i] for t in r.stages], 50) for i, n in enumerate(r.stage_names)} or None,
+        survivor_recall={
+            n: round(float(np.mean([c[i] for c in r.survivors])), 4) for i, n in enumerate(r.survivor_names)
+        }
+        or None,
         exact_gap_10_11=round(float(np.median(r.gaps)), 4) if r.gaps else 0.0,
         exact_gap_10_11_relative=round(float(np.median(rel)), 4),
         gap_relative_quantiles={f"p{q}": round(float(np.percentile(rel, q)), 4) for q in (10, 50, 90)},

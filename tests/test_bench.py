@@ -31,6 +31,7 @@ KEYS = {
     "scan_p50_ms",
     "speedup_vs_exact",
     "stage_p50_ms",
+    "survivor_recall",
     "gap_relative_quantiles",
     "ram_bytes_per_page",
     "ram_fixed_bytes",
@@ -83,6 +84,12 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     # the plan cut after each stage: the coarse scan, then the fine stage, then exact MaxSim
     assert list(data["stage_p50_ms"]) == ["pooled", "pooled_fine", "tokens"]
     assert all(ms > 0 for ms in data["stage_p50_ms"].values()) and "cut after each stage" in proc.stderr
+    # where recall is lost: each stage keeps a subset of what the one before handed on, and the top 10 comes from
+    # the last; the first stage at its depth keeps more of the exact top 10 than its own top 10 does
+    kept = data["survivor_recall"]
+    assert list(kept) == ["pooled (136)", "pooled_fine (45)"] and "among each stage's survivors" in proc.stderr
+    assert data["recall_at_10"] <= kept["pooled_fine (45)"] <= kept["pooled (136)"] <= 1
+    assert kept["pooled (136)"] >= data["first_stage_recall_at_10"]
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
