@@ -55,6 +55,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             # documents an interrupted ingest left without all their pages: not searchable as whole documents until
             # an ingest over their files finishes them
             "unfinished_documents": unfinished,
+            "first_stage": record and first_stage(store),
             "text_search": bool(record) and store.has_text_index(),  # False: made before text search, visual only
             "pages_with_text": store.text_pages() if record else 0,
             "configured_model": s.model,
@@ -75,6 +76,19 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
             f"(set TOKENDIRECT_COLLECTION={others[0]} to use it)"
         )
     emit(as_json, data, "\n".join(lines))
+
+
+def first_stage(store) -> str:
+    """The fast path's first stage in the collection, in words."""
+    layout = store.layout
+    if not store.has_fast_path():
+        return "none: every search is exact (made before the fast path)"
+    if layout.codebook:
+        centroids = store.centroids()
+        if centroids is None:
+            return f"codebook, learned at {layout.codebook_pages} pages (not yet: the fine stage scores every page)"
+        return f"codebook of {len(centroids)} centroids"
+    return "coarse scan of every page" if layout.coarse else f"HNSW over one {layout.first_stage} vector per page"
 
 
 @app.command()

@@ -22,9 +22,18 @@ def _sizes(pages: list[str]) -> list[int]:
 
 
 def _first_depth(r) -> str:
-    if not r.prefetch_at:
-        return f"{r.prefetch_dense}"
-    return f"{r.prefetch_dense} at {r.prefetch_at} pages x sqrt(pages / {r.prefetch_at})"
+    if r.codebook:
+        depth = f"{r.prefetch_codebook}" if not r.prefetch_at else _grown(r.prefetch_codebook, r.prefetch_at)
+        return f"first: the codebook's {r.codebook} centroids, {depth}"
+    depth = f"{r.prefetch_dense}" if not r.prefetch_at else _grown(r.prefetch_dense, r.prefetch_at)
+    return (
+        f"first: the coarse scan, {depth} or {r.prefetch_share:.0%} of the pages, scanned with a query vector per "
+        f"{r.query_pool_size:g} tokens{_deeper(r)}"
+    )
+
+
+def _grown(depth: int, at: int) -> str:
+    return f"{depth} at {at} pages x sqrt(pages / {at})"
 
 
 def _stages(p50: dict[str, float] | None) -> str:
@@ -100,9 +109,7 @@ def _describe(r) -> str:
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,
             f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_first} / {r.prefetch_last} "
-            f"(first: {_first_depth(r)} or {r.prefetch_share:.0%} of the pages, scanned with a query vector per "
-            f"{r.query_pool_size:g} tokens{_deeper(r)}), "
-            f"pool size {r.pool_size}, exact below {r.exact_below} pages",
+            f"({_first_depth(r)}), pool size {r.pool_size}, exact below {r.exact_below} pages",
         ]
         + (
             [f"  (a build of {r.trimmed_from} pages cut down to {r.pages}: RAM and disk a page read high)"]

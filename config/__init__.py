@@ -86,9 +86,10 @@ class Settings(BaseSettings):
         False, description="At ingest, pages without a PDF text layer get the decoder's text (one generation each)."
     )
 
-    # The fast search path (measured defaults: README, "Search at scale"). A query runs as one Qdrant query:
-    # coarse pooled MaxSim over every page (binary codes in RAM) -> fine pooled MaxSim over its survivors (binary
-    # codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
+    # The fast search path (measured defaults: README, "Search at scale"). A query runs as one Qdrant query: the
+    # pages whose tokens share the most codebook centroids with the query's (an inverted index; before the codebook
+    # is learned, coarse pooled MaxSim over every page, binary codes in RAM) -> fine pooled MaxSim over their
+    # survivors (binary codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
         350,
         ge=1,
@@ -114,6 +115,29 @@ class Settings(BaseSettings):
         ge=1,
         description="Query tokens per query vector in the first stage (k-means, as pages are pooled; 20 tokens -> 8): "
         "its scan of every page costs in proportion to the query's rows. 1: every token.",
+    )
+    codebook_size: int = Field(
+        4096,
+        ge=0,
+        description="Centroids of the codebook the fast path's first stage looks pages up by (an inverted index "
+        "of the centroids nearest each page's tokens, in place of the coarse scan; 0: the coarse scan). Fixed when a "
+        "collection is created; the codebook itself is learned from its first CODEBOOK_PAGES pages.",
+    )
+    codebook_pages: int = Field(
+        256,
+        ge=1,
+        description="The codebook is learned once the collection holds this many pages, from a sample of their "
+        "tokens; the pages stored before then get their codebook vectors at that moment. Until then the coarse scan "
+        "is the first stage.",
+    )
+    prefetch_codebook: int = Field(
+        200,
+        ge=1,
+        description="Pages the codebook first stage hands on in a collection of PREFETCH_AT pages, growing as "
+        "sqrt(pages / PREFETCH_AT) as the coarse scan's depth does (10,000 pages: 448).",
+    )
+    codebook_probes: int = Field(
+        4, ge=1, description="Centroids each query token looks up in the codebook first stage, weighted by likeness."
     )
     prefetch_pooled: int = Field(
         20, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."

@@ -40,7 +40,7 @@ from core.errors import UsageError
 from core.model import ModelIdentity
 from core.pooling import pooled_count
 from core.store import EdgeStore, PagePoint, PageStore, SearchLayout, open_store
-from core.store.schema import rows_per_vector
+from core.store.schema import Stage, rows_per_vector
 from core.tensors import bfloat16_values, one_blas_thread, unit_length
 from search.plan import fast_path_pages, first_stage, search, visual
 
@@ -344,7 +344,8 @@ def estimated_ram_bytes(store: PageStore, tokens: int, dim: int) -> int:
     layout = store.layout
     keep = rows_per_vector(dim)
     if layout.pooled_first:
-        vectors = pooled_count(tokens, layout.pool_size) + pooled_count(tokens, layout.fine_size(tokens, keep))
+        coarse = pooled_count(tokens, layout.pool_size) if layout.coarse else 0
+        vectors = coarse + pooled_count(tokens, layout.fine_size(tokens, keep))
         return vectors * (math.ceil(dim / 8) if layout.pooled_quantization else 2 * dim)
     pooled = pooled_count(tokens, layout.pool_size) * (dim + 4 if layout.pooled_quantization else 2 * dim)
     return 2 * layout.dense_size(dim) + 2 * layout.hnsw_m * 4 + pooled
@@ -487,7 +488,9 @@ class SearchBench:
     exact_below: int
     pooling: str
     pool_size: int
-    first_stage: str
+    first_stage: str  # "codebook", or (before a codebook is learned) the layout's: "pooled" (the coarse scan), ...
+    codebook: int  # the codebook's centroids (0: none)
+    prefetch_codebook: int
     load_average: float  # the machine's 1-minute load average at the end of the run
     source: str
     structure: dict | None = None  # synthetic pages: how their structure differs from the default ({}: it does not)
@@ -529,6 +532,16 @@ def stage_chain(store: PageStore, query: np.ndarray) -> list | None:
     return chain[::-1] if len(chain) > 1 else None
 
 
+def first_alone(store: PageStore, query: np.ndarray) -> Stage:
+    """The fast path's first stage for `query`, asked for the top 10 (exact MaxSim where there is no fast path)."""
+    chain = stage_chain(store, query)
+    if chain:
+        return dataclasses.replace(chain[0], limit=TOP)
+    fast = fast_path_pages(store)
+    stages = first_stage(store, np.asarray(query, dtype=np.float32), TOP) if fast else ()
+    return stages[0] if stages else visual(store, np.asarray(query, dtype=np.float32), TOP, None, 0)
+
+
 def stage_cuts(store: PageStore, query: np.ndarray) -> list | None:
     """`stage_chain`, each cut asked for the top 10 (so that a cut reads 10 payloads, as the whole plan does)."""
     chain = stage_chain(store, query)
@@ -562,7 +575,7 @@ def measure(
         t = time.perf_counter()
         fast = search(store, q, TOP)
         t_fast = time.perf_counter() - t
-        first = store.query([first_stage(store, q, TOP)[0]])
+        first = store.query([first_alone(store, q)])
         chain = stage_chain(store, q)
         handed = [store.query([cut])[0] for cut in chain[:-1]] if chain else []
         t_scan, scanned = None, None
@@ -618,7 +631,8 @@ def measure(
         ram, after = held / pages, search_ram(probe["base"], probe["after"])[0] / pages
         cache = {part: round(b / pages, 1) for part, b in sorted(probe["cache"].items())}
     disk = disk_bytes(store.path) / pages if isinstance(store, EdgeStore) and pages else None
-    first_depth, last_depth = layout.limits(TOP, pages, store.dim)
+    centroids = store.centroids()
+    first_depth, last_depth = layout.limits(TOP, pages, store.dim, codebook=centroids is not None)
     fast_p50, exact_p50 = _ms(r.fast, 50), _ms(r.exact, 50)
     scan_p50 = _ms(r.scan, 50)
     rel = np.asarray(r.rel_gaps) if r.rel_gaps else np.zeros(1)
@@ -677,7 +691,9 @@ def measure(
         exact_below=layout.exact_below,
         pooling=layout.pooling,
         pool_size=layout.pool_size,
-        first_stage=layout.first_stage,
+        first_stage="codebook" if centroids is not None else layout.first_stage,
+        codebook=0 if centroids is None else len(centroids),
+        prefetch_codebook=layout.prefetch_codebook,
         load_average=round(os.getloadavg()[0], 1),
         source=source,
     )

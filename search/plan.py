@@ -1,10 +1,12 @@
 """What a search asks Qdrant, by mode: one query plan (schema.Stage, plain data) that every engine runs as one
 native query.
 
-- visual: MaxSim of the query's tokens. Through the fast path, MaxSim of its pooled tokens on every page's coarse
-  pooled vectors (binary scores, in RAM) -> MaxSim of its tokens on the survivors' fine pooled vectors (binary
-  scores, in RAM) -> exact MaxSim on `tokens` over the last survivors, the only float16 rows read from disk
-  (collections made before the coarse scan: dense HNSW -> pooled MaxSim, int8 scores -> exact); with `exact=True`,
+- visual: MaxSim of the query's tokens. Through the fast path, the pages sharing the most codebook centroids with
+  the query's tokens (an inverted index: core/codebook.py; none in searches of one document, or before the
+  collection's codebook is learned) -> MaxSim of its tokens on the survivors' fine pooled vectors (binary scores,
+  in RAM) -> exact MaxSim on `tokens` over the last survivors, the only float16 rows read from disk. Collections
+  made without a codebook scan every page's coarse pooled vectors first (MaxSim of the query's pooled tokens, binary
+  scores, in RAM); those made before that, dense HNSW -> pooled MaxSim, int8 scores -> exact. With `exact=True`,
   in a collection made before the fast path, in one of at most `exact_below` pages, or where the stage before exact
   would hand on every page (`SearchLayout.limits`), exact MaxSim over every page.
 - text: BM25 of the query text over the pages' `bm25` vectors.
@@ -18,10 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from config import defaults
+from core.codebook import query_vector
 from core.errors import StoreError, UsageError
 from core.pooling import spread_order
 from core.store import PagePoint, PageStore
-from core.store.layout import DENSE, FINE, POOLED, codes
+from core.store.layout import CENTROIDS, DENSE, FINE, POOLED, codes
 from core.store.schema import BM25, TOKENS, Filter, Nearest, Stage
 from core.tensors import on_one_blas_thread, unit_length
 from core.text import embed_query
@@ -41,10 +44,13 @@ def visual(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None,
     rows = query_rows(store, tokens)
     pages = Filter(TOKENS, doc_id)
     prefetch = ()
-    first_limit, last_limit = store.layout.limits(limit, fast, store.dim)
+    # One document's pages are few, and the fine stage's scores of all of them cheap: it keeps every one that can
+    # rank, where a page sharing no centroid with the query would drop out of the codebook's.
+    centroids = store.centroids() if fast and doc_id is None else None
+    first_limit, last_limit = store.layout.limits(limit, fast, store.dim, codebook=centroids is not None)
     # `fast` 0, or a last stage that would take every page: exact MaxSim alone, which scores them all anyway
     if last_limit < fast:
-        first = first_stage(store, tokens, first_limit, doc_id)
+        first = first_stage(store, tokens, first_limit, doc_id, centroids)
         # quantized scores only: the exact stage comes next, so the originals stay on disk
         last = FINE if store.layout.pooled_first else POOLED
         prefetch = (Stage(Nearest(last, coded(store, rows)), last_limit, pages, first, rescore=False),)
@@ -66,12 +72,21 @@ def coded(store: PageStore, rows: np.ndarray) -> np.ndarray:
     return codes(rows) if store.layout.coded else rows
 
 
-def first_stage(store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None) -> tuple[Stage, ...]:
-    """The fast path's first stage for `limit` pages: MaxSim of the query's pooled tokens (`SearchLayout.coarse_query`)
-    on every page's coarse pooled vectors (binary scores), or - in collections made before it - one HNSW search over
-    the dense vectors per probe (the next stage scores the union of what they found)."""
+def first_stage(
+    store: PageStore, tokens: np.ndarray, limit: int, doc_id: str | None = None, centroids: np.ndarray | None = None
+) -> tuple[Stage, ...]:
+    """The fast path's first stage for `limit` pages: given the collection's codebook (`centroids`), the pages whose
+    codebook vectors best match the query's (core/codebook.py); none in a collection built for a codebook without
+    it (the next stage scores every page); MaxSim of the query's pooled tokens (`SearchLayout.coarse_query`) on every
+    page's coarse pooled vectors (binary scores) in one made without; or - in collections made before that - one
+    HNSW search over the dense vectors per probe (the next stage scores the union of what they found)."""
     layout = store.layout
     pages = Filter(TOKENS, doc_id)
+    if centroids is not None:
+        lookup = query_vector(unit_length(tokens), centroids, layout.codebook_probes)
+        return (Stage(Nearest(CENTROIDS, lookup), limit, pages),)
+    if layout.codebook:
+        return ()
     if layout.pooled_first:
         rows = coded(store, query_rows(store, layout.coarse_query(tokens)))
         return (Stage(Nearest(POOLED, rows), limit, pages, rescore=False),)

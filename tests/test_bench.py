@@ -70,7 +70,13 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     # the real shape is 257 x 1280; a smaller one keeps the test quick. exact_below 0: the fast path, however few pages
     args = ["--pages", "60", "--queries", "4", "--tokens", "64", "--dim", "256", "--json", "--plot", tmp_path / "b.png"]
     args += ["--vary", "seed=3"]  # another draw of the same structure
-    env = cli_env(tiny_model_dir, tmp_path / "data", TOKENDIRECT_EXACT_BELOW="0")
+    # the codebook learned from the first 30 pages, and 300 x sqrt(60 / 2000) = 52 pages from it
+    book = {
+        "TOKENDIRECT_CODEBOOK_PAGES": "30",
+        "TOKENDIRECT_CODEBOOK_SIZE": "256",
+        "TOKENDIRECT_PREFETCH_CODEBOOK": "300",
+    }
+    env = cli_env(tiny_model_dir, tmp_path / "data", TOKENDIRECT_EXACT_BELOW="0", **book)
     proc = run_cli(["bench", "search", *args], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -81,21 +87,22 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert all(data[k] > 0 for k in timed)
     if data["readahead_kb"] is not None:  # on a block device (not tmpfs): a cold query reads its rows from disk
         assert data["fast_cold_read_bytes_p50"] > 0 and "from disk a query" in proc.stderr
-    # the plan cut after each stage: the coarse scan, then the fine stage, then exact MaxSim
-    assert list(data["stage_p50_ms"]) == ["pooled", "pooled_fine", "tokens"]
+    # the plan cut after each stage: the codebook, then the fine stage, then exact MaxSim
+    assert data["first_stage"] == "codebook" and data["codebook"] == 256
+    assert list(data["stage_p50_ms"]) == ["centroids", "pooled_fine", "tokens"]
     assert all(ms > 0 for ms in data["stage_p50_ms"].values()) and "cut after each stage" in proc.stderr
     # where recall is lost: each stage keeps a subset of what the one before handed on, and the top 10 comes from
     # the last; the first stage at its depth keeps more of the exact top 10 than its own top 10 does
     kept = data["survivor_recall"]
-    assert list(kept) == ["pooled (136)", "pooled_fine (45)"] and "among each stage's survivors" in proc.stderr
-    assert data["recall_at_10"] <= kept["pooled_fine (45)"] <= kept["pooled (136)"] <= 1
-    assert kept["pooled (136)"] >= data["first_stage_recall_at_10"]
+    assert list(kept) == ["centroids (52)", "pooled_fine (45)"] and "among each stage's survivors" in proc.stderr
+    assert data["recall_at_10"] <= kept["pooled_fine (45)"] <= kept["centroids (52)"] <= 1
+    assert kept["centroids (52)"] >= data["first_stage_recall_at_10"]
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
     assert data["query_pool_size"] == 2.5 and data["dim"] == 256  # the defaults it ran with; and
-    # 350 x sqrt(60 / 2000) pages at 60 pages, 20 into exact MaxSim, both x sqrt(1280 / 256)
-    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 136, 45)
+    # 20 pages into exact MaxSim x sqrt(1280 / 256): binary codes of fewer bits order pages less precisely
+    assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 52, 45)
     assert data["structure"] == {"seed": 3} and "varied: seed=3" in proc.stderr
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "data").exists()  # the collection lived in a temporary directory

@@ -29,14 +29,20 @@ def test_pooled_count_follows_pool_size():
 
 
 def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
+    from dataclasses import replace
+
     from config import defaults
     from core.store.layout import FINE, POOLED, SearchLayout
     from core.store.schema import rows_per_vector
 
     def rows(fine_pool_size: float, n: int, dim: int) -> tuple[int, int]:
-        layout = SearchLayout.from_settings(defaults().model_copy(update={"fine_pool_size": fine_pool_size}))
+        # a collection made without a codebook has coarse pooled vectors too
+        coarse = {"fine_pool_size": fine_pool_size, "codebook_size": 0}
+        layout = SearchLayout.from_settings(defaults().model_copy(update=coarse))
         unit = unit_length(np.random.default_rng(n).normal(size=(n, dim)).astype(np.float32))
         _, derived = layout.derive(unit, rows_per_vector(dim))
+        _, with_codebook = replace(layout, codebook=4096).derive(unit, rows_per_vector(dim))
+        assert POOLED not in with_codebook and np.array_equal(with_codebook[FINE], derived[FINE])
         return len(derived[POOLED]), len(derived[FINE])
 
     assert rows(2.6, 257, DIM) == (33, 99)
@@ -52,7 +58,7 @@ def test_binary_coded_pooled_vectors_are_kept_as_their_sign_codes_in_new_collect
     from config import defaults
     from core.store.layout import FINE, POOLED, SIGN, SearchLayout
 
-    layout = SearchLayout.from_settings(defaults())
+    layout = SearchLayout.from_settings(defaults().model_copy(update={"codebook_size": 0}))  # both pooled vectors
     assert layout.coded and layout.built()["sign_codes"] is True
     assert not layout.adopt({"first_stage": "pooled", "fine_pool_size": 2.6}).coded  # a record from before codes
     assert not replace(layout, pooled_quantization=False).coded  # float16 scored as it is: no codes

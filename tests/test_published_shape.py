@@ -16,14 +16,17 @@ import pytest
 from cli.sample import write_text_pdf
 from core.model import ModelIdentity, OcrModel
 from core.pages import point_id
+from core.pooling import SKETCH_DIM
 from core.store import ClientStore, PagePoint, SearchLayout, open_store
 from core.store.costs import RecordingClient
-from core.store.schema import MULTIVECTOR_VALUES, TOKENS, rows_per_vector, token_chunks
+from core.store.layout import CENTROIDS
+from core.store.schema import MULTIVECTOR_VALUES, TOKENS, Filter, rows_per_vector, token_chunks
 from core.store.transfer import export_collection, import_collection
 from core.testmodel import make_test_model
 from decode import Decoder
 from ingest import Ingestor
 from search import Searcher
+from search.bench import stage_chain
 from search.plan import SEARCH_MODES, search
 from tests.helpers import bfloat16_tokens, page_image
 
@@ -31,11 +34,12 @@ PUBLISHED_DIM = 1280
 PUBLISHED_TOKENS = 1121  # 256 (global view) + 6 x 144 (tiles) + 1 (separator)
 
 
-def recording_store(transport: str, dim: int, client: RecordingClient | None = None) -> ClientStore:
+def recording_store(transport: str, dim: int, client: RecordingClient | None = None, **layout) -> ClientStore:
     """A store on a real in-process client that records what it is handed. "rest" is the in-process mode (held to
     the JSON bound); "grpc" is what a server with a gRPC port gets."""
     where, port = (":memory:", 0) if transport == "rest" else ("http://recorded:6333", 6334)
-    layout = replace(SearchLayout.from_settings(), exact_below=0)  # the fast path's queries too, however few pages
+    # the fast path's queries too, however few pages
+    layout = replace(SearchLayout.from_settings(), exact_below=0, **layout)
     store = ClientStore(client or RecordingClient(), f"shape-{uuid.uuid4().hex[:8]}", where, 30, port, layout)
     store.bind(ModelIdentity("test/shape", "rev", dim, max_tokens=PUBLISHED_TOKENS))
     return store
@@ -73,6 +77,28 @@ def test_no_write_or_query_breaks_a_servers_limits(dim, transport):
     assert max(rows) <= rows_per_vector(dim) == (MULTIVECTOR_VALUES - 1) // dim  # 819 at 1280, 255 at 4096
     writes = [r for r in client.requests if r.call != "query"]
     assert len(writes) > len(pages)  # the records written once, then each page in more than one request
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_the_codebook_and_the_pages_codebook_vectors_keep_to_a_servers_limits(transport):
+    """The codebook at its full size (4096 centroids: learned from 16 pages' 256-token samples; its width is the
+    sketches', whatever the tokens') is written as a point of the collection, and every page stored before it gets
+    its codebook vector."""
+    store = recording_store(transport, PUBLISHED_DIM, codebook_pages=16, prefetch_dim=0, prefetch_pooled=4)
+    pages = synthetic_pages(PUBLISHED_DIM, rows=(257,) * 15 + (PUBLISHED_TOKENS,) * 2)
+    store.upsert(pages[:12])
+    assert store.centroids(ready=False) is None
+    store.upsert(pages[12:])
+    assert store.centroids().shape == (4096, SKETCH_DIM)
+    assert store._count(Filter(TOKENS, lacks_vector=CENTROIDS)) == 0
+    client = store.client
+    assert not client.over_limits(transport), [vars(r) for r in client.over_limits(transport)]
+    largest = max(r.rest_bytes if transport == "rest" else r.grpc_bytes for r in client.requests)
+    assert largest > 4096 * SKETCH_DIM * 2  # the codebook went in one request: float16 values, base64 over REST
+    assert "update_vectors" in {r.call for r in client.requests}  # the pages written before it got their vectors
+    query = pages[3].tokens[:40]
+    assert stage_chain(store, query)[0].query.using == CENTROIDS
+    assert search(store, query, 2)[0].point_id == pages[3].point_id
 
 
 def test_the_recorder_catches_a_multivector_a_server_refuses():

@@ -17,17 +17,20 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from cli import first_stage as first_stage_in_words
 from config import Settings
+from core import codebook
 from core.errors import ModelMismatchError, StoreError
 from core.model import ModelIdentity
 from core.pages import point_id
-from core.pooling import maxsim
+from core.pooling import maxsim, sketch
 from core.store import PagePoint, SearchLayout, open_store
-from core.store.layout import FINE, POOLED
-from core.store.record import META_ID, SCHEMA_VERSION
-from core.store.schema import INDEXED_FIELDS, rows_per_vector
+from core.store.layout import CENTROIDS, FINE, POOLED
+from core.store.record import CODEBOOK_ID, META_ID, SCHEMA_VERSION
+from core.store.schema import INDEXED_FIELDS, TOKENS, Filter, rows_per_vector
 from core.store.storage import ROWS_FIELD, to_storage, unit_rows
 from core.tensors import unit_length
+from search.bench import stage_chain
 from search.plan import fast_path_pages, search, visual
 from tests.helpers import bfloat16_tokens
 
@@ -102,6 +105,15 @@ def filled(store):
     store.bind(IDENTITY)
     store.upsert(PAGES)
     return store
+
+
+@pytest.fixture
+def coarse(engine):
+    """`filled`, in a collection made without a codebook: its first stage is the coarse scan."""
+    with open_store(engine.model_copy(update={"codebook_size": 0})) as store:
+        store.bind(IDENTITY)
+        store.upsert(PAGES)
+        yield store
 
 
 def test_a_new_collection_is_created_with_the_models_record(store, engine):
@@ -291,6 +303,7 @@ def test_the_fast_path_finds_the_same_top_pages_as_exact_maxsim(engine, first_st
         "pool_size": 3,
         "first_stage": first_stage,
         "exact_below": 0,
+        "codebook_size": 0,  # the coarse scan first (the codebook's plan: test_the_codebook_is_learned_...)
     }
     with open_store(engine.model_copy(update=shallow)) as store:
         store.bind(WIDE)
@@ -326,7 +339,7 @@ def test_the_binary_stages_score_binary_maxsim_whether_pages_keep_sign_codes_or_
     in-process mode's float16 collection is the check's negative control: it scores raw floats."""
     pages = topic_pages()
     depths = {"prefetch_dense": 30, "prefetch_at": 0, "prefetch_pooled": 12, "pool_size": 3, "exact_below": 0}
-    depths["prefetch_dim"] = 0
+    depths.update(prefetch_dim=0, codebook_size=0)
     with open_store(engine.model_copy(update={**depths, "sign_codes": sign_codes})) as store:
         store.bind(WIDE)
         store.upsert(pages)
@@ -408,35 +421,35 @@ def test_the_first_stage_keeps_a_share_of_the_collection_where_that_is_more(engi
     assert not found[0.0] and found[1.0]
 
 
-def test_the_first_stage_scans_with_the_querys_pooled_tokens_and_the_later_stages_with_all(filled):
+def test_the_first_stage_scans_with_the_querys_pooled_tokens_and_the_later_stages_with_all(coarse):
     """The coarse scan of every page costs in proportion to the query's rows: it gets the query pooled to one row per
     `query_pool_size` tokens, while the fine and exact stages score every query token."""
     query = PAGES[1].tokens  # 12 rows
     for pool_size, first_rows in ((2.5, 5), (1.0, 12)):
         # stages shallower than the collection, so that the plan has them
         depths = {"exact_below": 0, "prefetch_dim": 0, "prefetch_dense": 2, "prefetch_at": 0, "prefetch_pooled": 1}
-        filled.layout = replace(filled.layout, query_pool_size=pool_size, **depths)
-        plan = visual(filled, query, 3, None, fast_path_pages(filled))
+        coarse.layout = replace(coarse.layout, query_pool_size=pool_size, **depths)
+        plan = visual(coarse, query, 3, None, fast_path_pages(coarse))
         (fine,) = plan.prefetch
         (first,) = fine.prefetch
         assert [len(first.query.vector), len(fine.query.vector), len(plan.query.vector)] == [first_rows, 12, 12]
-        assert search(filled, query, limit=1)[0].point_id == PAGES[1].point_id
+        assert search(coarse, query, limit=1)[0].point_id == PAGES[1].point_id
 
 
-def test_a_narrow_collection_looks_deeper_and_goes_exact_where_the_fast_path_would_reach_every_page(filled):
+def test_a_narrow_collection_looks_deeper_and_goes_exact_where_the_fast_path_would_reach_every_page(coarse):
     """Binary codes of 32 bits order pages less precisely than the 1280 the depths are set for: the stage before
     exact hands on sqrt(40) times as many pages. Where that is every page, the plan is exact MaxSim alone."""
     query = PAGES[1].tokens
-    pages = filled.count()
+    pages = coarse.count()
     depths = {"exact_below": 0, "prefetch_dense": 2, "prefetch_at": 0, "prefetch_share": 0.0, "prefetch_pooled": 1}
-    filled.layout = replace(filled.layout, **depths)
-    assert filled.dim == DIM and filled.layout.limits(1, pages, DIM) == (13, 7) and 7 >= pages
-    assert visual(filled, query, 1, None, fast_path_pages(filled)).prefetch == ()  # exact: no prefetch
-    filled.layout = replace(filled.layout, prefetch_dim=0)  # the depths as set
-    plan = visual(filled, query, 1, None, fast_path_pages(filled))
+    coarse.layout = replace(coarse.layout, **depths)
+    assert coarse.dim == DIM and coarse.layout.limits(1, pages, DIM) == (13, 7) and 7 >= pages
+    assert visual(coarse, query, 1, None, fast_path_pages(coarse)).prefetch == ()  # exact: no prefetch
+    coarse.layout = replace(coarse.layout, prefetch_dim=0)  # the depths as set
+    plan = visual(coarse, query, 1, None, fast_path_pages(coarse))
     (fine,) = plan.prefetch
     assert (fine.limit, fine.prefetch[0].limit) == (1, 2)
-    assert search(filled, query, limit=1)[0].point_id == PAGES[1].point_id
+    assert search(coarse, query, limit=1)[0].point_id == PAGES[1].point_id
 
 
 def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_settings(filled, engine):
@@ -449,3 +462,104 @@ def test_pages_are_derived_as_the_collection_was_built_whatever_the_handles_sett
         writer.upsert([page])  # the engine refuses a vector the collection does not have
         assert writer.layout.pool_size == filled.layout.pool_size != 4
         assert search(writer, page.tokens, limit=1)[0].point_id in {page.point_id, PAGES[0].point_id}
+
+
+BOOK = {"codebook_size": 128, "codebook_pages": 30, "prefetch_codebook": 18, "prefetch_at": 0, "prefetch_pooled": 12}
+BOOK["prefetch_dim"] = 0  # the depths as set, for 128-dimension tokens too
+
+
+def first_stage_of(store, query) -> str:
+    """The vector the fast path's first stage scores for `query`."""
+    return stage_chain(store, query)[0].query.using
+
+
+def pages_without_codebook_vector(store) -> int:
+    return store._count(Filter(TOKENS, lacks_vector=CENTROIDS))
+
+
+def test_the_codebook_is_learned_once_due_and_then_every_page_has_its_vector(engine):
+    pages = topic_pages()
+    arriving = pages[0::3] + pages[1::3] + pages[2::3]  # the codebook learns from the first pages: all topics here
+    with open_store(engine.model_copy(update={**BOOK, "pool_size": 3, "exact_below": 0})) as store:
+        store.bind(WIDE)
+        store.upsert(arriving[:20])
+        assert store.centroids(ready=False) is None  # 20 of 30 pages: not due, the fine stage scores every page
+        assert first_stage_of(store, pages[0].tokens) == FINE
+        query = pages[0].tokens[:12]  # its topic's pages so far: itself and pages[3]
+        assert [h.point_id for h in search(store, query, 2)] == [pages[0].point_id, pages[3].point_id]
+        store.upsert(arriving[20:40])  # the write that reaches 30 pages learns it, and gives the 40 their vectors
+        centroids = store.centroids()
+        assert centroids.shape == (128, WIDE.dim) and pages_without_codebook_vector(store) == 0
+        assert first_stage_in_words(store) == "codebook of 128 centroids"  # what `tokendirect info` says
+        store.upsert(arriving[40:])  # later pages get theirs as they are written
+        assert pages_without_codebook_vector(store) == 0
+        # the codebook is the collection's own point, not a page
+        assert store.count() == 60 and sum(len(b) for b in store.scroll(with_tokens=False)) == 60
+        assert store.retrieve([CODEBOOK_ID]) == [] and store.get(CODEBOOK_ID) is None
+        store.optimize()
+        assert np.array_equal(store.centroids(), centroids)  # learned once: running it again keeps it
+        rng = np.random.default_rng(11)
+        for i in range(0, len(pages), 5):
+            query = pages[i].tokens[rng.choice(len(pages[i].tokens), 12, replace=False)]
+            assert first_stage_of(store, query) == CENTROIDS
+            fast = search(store, query, limit=6)  # the query's topic: 6 pages
+            assert [h.point_id for h in fast] == [h.point_id for h in search(store, query, limit=6, exact=True)]
+            assert fast[0].point_id == pages[i].point_id
+        # one document's search keeps the coarse scan, which cannot drop a page of it sharing no centroid
+        topic = search(store, pages[0].tokens[:6], limit=6, doc_id="topic-5")
+        assert {h.payload["doc_id"] for h in topic} == {"topic-5"} and len(topic) == 6
+    # negative control: a collection made without a codebook never learns one
+    plain = {**BOOK, "codebook_size": 0, "exact_below": 0, "collection": engine.collection + "-plain"}
+    with open_store(engine.model_copy(update=plain)) as plain:
+        plain.bind(WIDE)
+        plain.upsert(pages)
+        plain.optimize()
+        assert plain.centroids(ready=False) is None and first_stage_of(plain, pages[0].tokens) == POOLED
+        assert first_stage_in_words(plain) == "coarse scan of every page"
+        plain.drop()
+
+
+def test_a_codebook_cut_off_before_every_page_had_its_vector_is_finished_and_not_used_till_then(engine):
+    pages = topic_pages()
+    with open_store(engine.model_copy(update={**BOOK, "exact_below": 0})) as store:
+        store.bind(WIDE)
+        store.upsert(pages)
+        centroids = store.centroids()
+        # as if the writer had stopped after learning the codebook, before giving these pages their vectors
+        for page in pages[:7]:
+            store._delete_vectors(page.point_id, [CENTROIDS])
+        store._set_payload(CODEBOOK_ID, {"ready": False})
+        store._centroids, store._codebook_ready = None, False  # what it knows, as a new handle would start
+        assert store.centroids() is None and store.centroids(ready=False) is not None
+        assert pages_without_codebook_vector(store) == 7
+        assert first_stage_of(store, pages[0].tokens) == FINE  # the codebook would miss those 7 pages
+        store.optimize()  # the next writer's run finishes it
+        assert pages_without_codebook_vector(store) == 0 and np.array_equal(store.centroids(), centroids)
+        assert first_stage_of(store, pages[0].tokens) == CENTROIDS
+
+
+def test_a_writer_whose_codebook_another_replaced_gives_every_page_the_kept_ones_vectors(engine):
+    """Writers on a server that reach CODEBOOK_PAGES together each learn a codebook; the last one written is kept,
+    and a writer that finds its own replaced gives every page its vector from the kept one."""
+    pages = topic_pages()
+    with open_store(engine.model_copy(update={**BOOK, "exact_below": 0})) as store:
+        store.bind(WIDE)
+        store.upsert(pages)
+        mine = store.centroids()
+
+        def stored(page) -> set[int]:
+            return set(store._retrieve([page.point_id], [CENTROIDS])[0][2][CENTROIDS].indices)
+
+        def expected(page, centroids) -> set[int]:
+            return set(codebook.page_vector(sketch(unit_length(page.tokens)), centroids).indices)
+
+        assert all(stored(p) == expected(p, mine) for p in pages)
+        theirs = codebook.train(unit_length(np.random.default_rng(4).normal(size=(400, WIDE.dim))), 128)
+        replaced = {"kind": "codebook", "centroids": codebook.encode(theirs), "pages": 30, "ready": True}
+        store._upsert([(CODEBOOK_ID, {}, replaced)])  # what the other writer's learning wrote
+        assert sum(stored(p) != expected(p, mine) for p in pages) == 0  # negative control: not yet noticed
+        store.complete_codebook()
+        kept = store.centroids()
+        assert np.abs(kept - theirs).max() < 1e-3
+        assert all(stored(p) == expected(p, kept) for p in pages)
+        assert sum(expected(p, kept) != expected(p, mine) for p in pages) > 50  # the two codebooks differ

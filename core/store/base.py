@@ -17,11 +17,14 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from core import codebook
+from core.clock import utc_now
 from core.errors import CollectionExists, StoreError, UsageError
 from core.model import ModelIdentity
+from core.pooling import SKETCH_DIM, sketch
 from core.store import record as records
 from core.store.cluster import EMBEDDED
-from core.store.layout import SearchLayout
+from core.store.layout import CENTROIDS, SearchLayout
 from core.store.schema import (
     BM25,
     INDEXED_FIELDS,
@@ -45,7 +48,7 @@ from core.store.storage import (
     to_rows,
     unit_rows,
 )
-from core.tensors import one_blas_thread
+from core.tensors import one_blas_thread, unit_length
 from core.text import SparseVector, embed_document, text_fields
 
 NOT_IN_HITS = [*STORE_FIELDS, "text"]  # payload search results leave out: the page text can be kilobytes
@@ -63,6 +66,8 @@ class PageStore(ABC):
     layout: SearchLayout
     _record: dict | None = None  # the collection record, once read (or written)
     _bm25_known: bool = False  # the collection has the `bm25` vector (only "yes" is kept: it never goes away)
+    _centroids: np.ndarray | None = None  # the collection's codebook, once read (or learned)
+    _codebook_ready: bool = False  # ... and every page has its vector (only "yes" is kept)
     # Seconds a writer waits for the record of a collection that exists without one: where others can see a new
     # collection before its record (a server), another writer may have just created it. 0: creation is atomic.
     record_wait: float = 0.0
@@ -193,10 +198,14 @@ class PageStore(ABC):
     # -- pages -----------------------------------------------------------------------------------------------
 
     def upsert(self, points: list[PagePoint]) -> None:
-        """Store pages from their exact tokens; every other vector of a page is derived here."""
+        """Store pages from their exact tokens; every other vector of a page is derived here. The write that brings
+        the collection to `codebook_pages` pages learns its codebook."""
         rows = self.prepare(points)
         if rows:
             self._upsert(rows)
+            due = self._record is not None and self.layout.codebook and self._centroids is None
+            if due and self.count() >= self.layout.codebook_pages:
+                self.complete_codebook()
 
     def prepare(self, points: list[PagePoint]) -> list[tuple[str, dict[str, Any], dict]]:
         """Pages in the form the engine stores them, (id, named vectors, payload) each: the tokens' storage form
@@ -211,10 +220,11 @@ class PageStore(ABC):
                 "it and import it into a new TOKENDIRECT_COLLECTION"
             )
         indexed = any(p.payload.get("text") for p in points) and self.has_text_index()  # asks only when needed
+        centroids = self.centroids(ready=False) if record is not None else None
         with one_blas_thread():  # see core/tensors.py: a writer shares the machine with an encoder
-            return [self._row(p, record, indexed) for p in points]
+            return [self._row(p, record, indexed, centroids) for p in points]
 
-    def _row(self, p: PagePoint, record: dict | None, indexed: bool):
+    def _row(self, p: PagePoint, record: dict | None, indexed: bool, centroids: np.ndarray | None = None):
         """A page as the engine stores it: (id, named vectors, payload)."""
         n, dim = p.tokens.shape
         limit = rows_per_vector(dim)
@@ -225,7 +235,7 @@ class PageStore(ABC):
                 f"{limit * len(names)} a page"
             )
         norms, unit = unit_rows(p.tokens)
-        order, derived = self.layout.derive(unit, limit)
+        order, derived = self.layout.derive(unit, limit, centroids)
         stored, form = to_rows(p.tokens, norms, unit, order)
         vectors: dict[str, Any] = {name: stored[k * limit : (k + 1) * limit] for k, name in enumerate(names)}
         vectors = {name: chunk for name, chunk in vectors.items() if len(chunk)}
@@ -245,7 +255,7 @@ class PageStore(ABC):
         if not ids or not self._exists():
             return []
         raws = self._retrieve(ids, self._token_vectors() if with_tokens else None)
-        return [_point(raw) for raw in raws if str(raw[0]) != records.META_ID]
+        return [_point(raw) for raw in raws if str(raw[0]) not in records.OWN_POINTS]
 
     def get(self, point_id: str, with_tokens: bool = True) -> PagePoint | None:
         try:
@@ -253,25 +263,18 @@ class PageStore(ABC):
         except ValueError:
             return None  # not a point id at all, so no such page
         found = self.retrieve([point_id], with_tokens)
-        return found[0] if found and found[0].payload.get("kind") != "collection" else None
+        return found[0] if found else None
 
     def scroll(self, batch_size: int = 16, with_tokens: bool = True) -> Iterator[list[PagePoint]]:
         """Every page, in batches of at most `batch_size`, in point-id order: only one batch is held at a time."""
-        if not self._exists():
-            return
-        offset = None
-        while True:
-            raws, offset = self._scroll(Filter(), offset, batch_size, self._token_vectors() if with_tokens else None)
-            if raws:
-                yield [_point(raw) for raw in raws]
-            if offset is None:
-                return
+        if self._exists():
+            yield from self._scroll_pages(Filter(), batch_size, with_tokens)
 
     def set_payload(self, point_id: str, payload: dict) -> None:
         """Add or replace payload fields of a stored page; the tokens and other fields stay as they are."""
         if any(name in payload for name in STORE_FIELDS) or payload.get("kind") == "collection":
             raise UsageError(f"payload fields {', '.join(STORE_FIELDS)} and kind 'collection' are the store's own")
-        if point_id == records.META_ID or not self.existing([point_id]):
+        if point_id in records.OWN_POINTS or not self.existing([point_id]):
             raise StoreError(f"no page with point id {point_id!r} in collection {self.collection!r}")
         self._set_payload(point_id, payload)
 
@@ -316,7 +319,84 @@ class PageStore(ABC):
         return [[_point(raw) for raw in raws] for raws in self._query(requests)]
 
     def optimize(self) -> None:
-        """Build the indexes of pages written since the last call (the embedded engine indexes on request)."""
+        """Build the indexes of pages written since the last call (the embedded engine indexes on request), and give
+        every page its codebook vector once the codebook is due."""
+        if self.layout.codebook and self._exists() and self.count() >= self.layout.codebook_pages:
+            self.complete_codebook()
+
+    # -- the codebook first stage (core/codebook.py) ------------------------------------------------------------
+
+    def centroids(self, ready: bool = True) -> np.ndarray | None:
+        """The collection's codebook ([K, the sketches' width]), or None before it is learned (and in collections made
+        without one). `ready`: only once every page stored before it has its codebook vector, so that a search
+        through it misses none. Not having one is never cached: a long-lived searcher takes it up once learned."""
+        if self._built() is None or not self.layout.codebook:
+            return None
+        if self._centroids is None or (ready and not self._codebook_ready):
+            found = self._retrieve([records.CODEBOOK_ID], None)
+            if found:
+                payload = found[0][1] or {}
+                self._centroids = codebook.decode(payload["centroids"], min(self.dim, SKETCH_DIM))
+                self._codebook_ready = bool(payload.get("ready"))
+        if ready and not self._codebook_ready:
+            return None
+        return self._centroids
+
+    def complete_codebook(self, batch_size: int = 16) -> None:
+        """Learn the codebook from the first `codebook_pages` pages (in point-id order, which is unrelated to the
+        order they came in) unless the collection has one, then give every page without a codebook vector its
+        vector. Safe to run again, and cut off anywhere: a page gets its vector once."""
+        centroids = self.centroids(ready=False)
+        if centroids is None:
+            centroids = self._learn_codebook(batch_size)
+        self._assign(Filter(TOKENS, lacks_vector=CENTROIDS), centroids, batch_size)
+        # Writers on a server that reach the size together each learn one, and the last one written is kept: a
+        # writer whose codebook was replaced gives every page its vector again, from the one kept.
+        self._centroids = None
+        kept = self.centroids(ready=False)
+        if not np.array_equal(kept, centroids):
+            log.warning("another writer learned the codebook of %r at the same time: using its", self.collection)
+            self._assign(Filter(TOKENS), kept, batch_size)
+        if not self._codebook_ready:
+            self._set_payload(records.CODEBOOK_ID, {"ready": True})
+            self._codebook_ready = True
+
+    def _assign(self, pages: Filter, centroids: np.ndarray, batch_size: int) -> None:
+        """Give `pages` their codebook vectors."""
+        with one_blas_thread():
+            for batch in self._scroll_pages(pages, batch_size):
+                for page in batch:
+                    vector = codebook.page_vector(sketch(unit_length(page.tokens)), centroids)
+                    self._update_vectors(page.point_id, {CENTROIDS: vector})
+
+    def _learn_codebook(self, batch_size: int) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        sample, pages = [], 0
+        for batch in self._scroll_pages(Filter(TOKENS), batch_size):
+            for page in batch[: self.layout.codebook_pages - pages]:
+                rows = sketch(unit_length(page.tokens))
+                # a bounded share of each page, so that tiled pages weigh no more than small ones
+                take = rng.choice(len(rows), min(len(rows), codebook.TOKENS_PER_PAGE), replace=False)
+                sample.append(rows[np.sort(take)])
+            pages += len(batch)
+            if pages >= self.layout.codebook_pages:
+                break
+        centroids = codebook.train(np.concatenate(sample), self.layout.codebook)
+        log.info("learned the codebook of %r from %d pages", self.collection, len(sample))
+        about = {"kind": "codebook", "centroids": codebook.encode(centroids), "pages": len(sample)}
+        self._upsert([(records.CODEBOOK_ID, {}, {**about, "ready": False, "created_at": utc_now()})])
+        # what is stored now, should another writer have learned one at the same moment: all pages get the one kept
+        self._centroids = None
+        return self.centroids(ready=False)
+
+    def _scroll_pages(self, filter: Filter, batch_size: int, with_tokens: bool = True) -> Iterator[list[PagePoint]]:
+        offset = None
+        while True:
+            raws, offset = self._scroll(filter, offset, batch_size, self._token_vectors() if with_tokens else None)
+            if raws:
+                yield [_point(raw) for raw in raws]
+            if offset is None:
+                return
 
     # -- sharing with other processes (the embedded shard admits one at a time; a server needs none of this) --
 

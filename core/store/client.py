@@ -372,7 +372,8 @@ def _filter(f: Filter):
         must.append(m.HasVectorCondition(has_vector=f.has_vector))
     if f.doc_id:
         must.append(m.FieldCondition(key="doc_id", match=m.MatchValue(value=f.doc_id)))
-    return m.Filter(must=must)
+    must_not = [m.HasVectorCondition(has_vector=f.lacks_vector)] if f.lacks_vector else None
+    return m.Filter(must=must, must_not=must_not)
 
 
 def _stage(s: Stage, signed: frozenset[str] = frozenset()) -> dict:

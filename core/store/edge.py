@@ -163,9 +163,13 @@ class EdgeStore(PageStore):
         self._unindexed += len(rows)
         self._unindexed_bytes += size
         if self._unindexed >= OPTIMIZE_EVERY:
-            self.optimize()
+            self._index()
 
     def optimize(self) -> None:
+        super().optimize()
+        self._index()
+
+    def _index(self) -> None:
         if self.shard is not None:
             disk.require(
                 self.path,
@@ -284,7 +288,8 @@ def _filter(f: Filter):
         must.append(q.HasVectorCondition(f.has_vector))
     if f.doc_id:
         must.append(q.FieldCondition(key="doc_id", match=q.MatchValue(f.doc_id)))
-    return q.Filter(must=must)
+    must_not = [q.HasVectorCondition(f.lacks_vector)] if f.lacks_vector else None
+    return q.Filter(must=must, must_not=must_not)
 
 
 def _stage(s: Stage) -> dict:

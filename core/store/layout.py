@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from config import Settings, defaults
+from core.codebook import page_vector
 from core.pooling import (
     dense_vector,
     muvera_fde,
@@ -24,9 +25,10 @@ from core.pooling import (
 )
 from core.tensors import unit_length
 
-POOLED = "pooled"  # about one pooled unit vector per `pool_size` tokens: the first stage, quantized, in RAM
+POOLED = "pooled"  # about one pooled unit vector per `pool_size` tokens: the coarse scan, quantized, in RAM
 FINE = "pooled_fine"  # about one per `fine_pool_size` tokens: the second stage, quantized, in RAM
 SIGN = 255  # a sign code's value for a positive component (0 for the rest): binary quantization keeps values > 0
+CENTROIDS = "centroids"  # the codebook's centroids nearest a page's tokens: the first stage, an inverted index
 DENSE = "dense"  # collections with a "mean" or "muvera" first stage: one vector per page, HNSW-indexed
 FINE_ITERATIONS = 2  # k-means steps for the fine pooled vectors: from farthest-point seeds, two steps suffice
 
@@ -48,8 +50,21 @@ class SearchLayout:
     prefetch_dim: int = 0  # the token dimension the depths are set for: narrower binary codes look deeper (0: never)
     sign_codes: bool = True  # binary-quantized pooled vectors are stored as their sign codes (uint8), not float16
     prefetch_at: int = 0  # the collection size `prefetch_dense` is set for; the depth grows as its square root
+    codebook: int = 0  # centroids of the codebook first stage (core/codebook.py); 0: the coarse scan alone
+    codebook_pages: int = 256  # the codebook is learned once the collection holds this many pages
+    prefetch_codebook: int = 200  # pages the codebook first stage hands on at `prefetch_at` pages
+    codebook_probes: int = 4  # centroids each query token looks up
 
-    BUILT = ("pooling", "pool_size", "pooled_quantization", "hnsw_m", "first_stage", "fine_pool_size", "sign_codes")
+    BUILT = (
+        "pooling",
+        "pool_size",
+        "pooled_quantization",
+        "hnsw_m",
+        "first_stage",
+        "fine_pool_size",
+        "sign_codes",
+        "codebook",
+    )
 
     @classmethod
     def from_settings(cls, s: Settings | None = None) -> "SearchLayout":
@@ -70,6 +85,10 @@ class SearchLayout:
             s.prefetch_dim,
             s.sign_codes,
             s.prefetch_at,
+            s.codebook_size if s.first_stage == "pooled" else 0,
+            s.codebook_pages,
+            s.prefetch_codebook,
+            s.codebook_probes,
         )
 
     @property
@@ -77,6 +96,13 @@ class SearchLayout:
         """The first stage scans every page's coarse pooled vectors (binary codes in RAM), the second ranks its
         survivors by the fine ones; else (collections made before) the first stage is HNSW over a dense vector."""
         return self.first_stage == "pooled"
+
+    @property
+    def coarse(self) -> bool:
+        """Pages have coarse pooled vectors, which the first stage scans: collections made without a codebook. Where
+        one is built, the codebook is the first stage (core/codebook.py); before it is learned such a collection is
+        searched exactly or, past `exact_below` pages, by the fine stage over every page."""
+        return self.pooled_first and not self.codebook
 
     @property
     def coded(self) -> bool:
@@ -89,7 +115,7 @@ class SearchLayout:
     @property
     def multivector_stages(self) -> int:
         """How many stages of a fast visual query carry the query's rows (the exact one included)."""
-        return 3 if self.pooled_first else 2
+        return 3 if self.coarse else 2
 
     @property
     def muvera(self) -> bool:
@@ -127,26 +153,31 @@ class SearchLayout:
 
     def adopt(self, built: dict) -> "SearchLayout":
         """This layout with the derivation a collection was built with (collections from before MUVERA: mean)."""
-        older = {"first_stage": "mean", "fine_pool_size": 0, "sign_codes": False}
+        older = {"first_stage": "mean", "fine_pool_size": 0, "sign_codes": False, "codebook": 0}
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
-    def limits(self, limit: int, pages: int = 0, dim: int = 0) -> tuple[int, int]:
+    def limits(self, limit: int, pages: int = 0, dim: int = 0, codebook: bool = False) -> tuple[int, int]:
         """(first stage, stage before exact) prefetch limits for a query asking for `limit` hits in a collection of
-        `pages` pages of `dim`-dimension tokens. The first stage keeps `first_depth(pages)` pages, or
-        `prefetch_share` of them where that is more. Both depths grow by `depth_scale(dim)`."""
+        `pages` pages of `dim`-dimension tokens. The coarse scan keeps `first_depth(pages)` pages, or
+        `prefetch_share` of them where that is more; the binary stages grow by `depth_scale(dim)`. The codebook
+        first stage (`codebook`) keeps `first_depth(pages, prefetch_codebook)`: its scores are not binary codes."""
         scale = self.depth_scale(dim)
         pooled = max(limit, math.ceil(scale * self.prefetch_pooled))
-        first = math.ceil(scale * max(self.first_depth(pages), self.prefetch_share * pages))
+        if codebook:
+            first = math.ceil(self.first_depth(pages, self.prefetch_codebook))
+        else:
+            first = math.ceil(scale * max(self.first_depth(pages), self.prefetch_share * pages))
         return max(pooled, first), pooled
 
-    def first_depth(self, pages: int) -> float:
-        """`prefetch_dense` at `prefetch_at` pages, times sqrt(pages / prefetch_at). A page of the exact top 10 that
-        the coarse codes misorder falls behind more pages in a larger collection, but fewer than in proportion:
-        measured on the graded set (README, "Search at scale"), the depth that keeps the same recall went from 350
-        at 2,000 pages to about 250 at 1,000 and 800 at 10,000."""
+    def first_depth(self, pages: int, depth: int | None = None) -> float:
+        """`depth` (`prefetch_dense`) at `prefetch_at` pages, times sqrt(pages / prefetch_at). A page of the exact
+        top 10 that the first stage misorders falls behind more pages in a larger collection, but fewer than in
+        proportion: measured on the graded set (README, "Search at scale"), the coarse scan's depth that keeps the
+        same recall went from 350 at 2,000 pages to about 250 at 1,000 and 800 at 10,000."""
+        depth = self.prefetch_dense if depth is None else depth
         if not self.prefetch_at or not pages:
-            return self.prefetch_dense
-        return self.prefetch_dense * math.sqrt(pages / self.prefetch_at)
+            return depth
+        return depth * math.sqrt(pages / self.prefetch_at)
 
     def depth_scale(self, dim: int) -> float:
         """How much deeper than set the binary-coded stages look in a collection of `dim`-dimension tokens. A binary
@@ -161,23 +192,32 @@ class SearchLayout:
         vectors would not fit one multivector of `keep` rows (then just over n / keep, for at most `keep` vectors)."""
         return max(self.fine_pool_size, math.nextafter(n / keep, math.inf))
 
-    def derive(self, unit: np.ndarray, keep: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def derive(
+        self, unit: np.ndarray, keep: int, centroids: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """The fast path's vectors of one page, from its unit-length tokens (at most `keep` rows each), and - when
         it has more than `keep` rows - the order of its rows that puts the `keep` covering it best first
-        (core/pooling.py). All use one farthest-point order on the page's sketch."""
+        (core/pooling.py). All use one farthest-point order on the page's sketch, and the codebook vector (given
+        the collection's `centroids`: none before they are learned) the sketch itself."""
         n = len(unit)
         sketched = sketch(unit)
         gram = sketched @ sketched.T  # every pair's likeness: the seeds and each pooling's first k-means step use it
         fine_size = self.fine_size(n, keep)
         fine = pooled_count(n, fine_size) if self.pooled_first else 0
-        seeds = spread_seeds(sketched, max(pooled_count(n, self.pool_size), fine, keep if n > keep else 0), gram)
+        coarse = pooled_count(n, self.pool_size) if not self.pooled_first or self.coarse else 0
+        seeds = spread_seeds(sketched, max(coarse, fine, keep if n > keep else 0), gram)
         order = spread_order(unit, keep, seeds) if n > keep else None
         shared = {"sketched": sketched, "seeds": seeds, "gram": gram, "unit": True}
-        pooled = pool_tokens(unit, self.pool_size, self.pooling, **shared)
+        pooled = pool_tokens(unit, self.pool_size, self.pooling, **shared) if coarse else None
         if self.pooled_first:
             finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, **shared)
             form = codes if self.coded else lambda x: x.astype(np.float16)
-            return order, {POOLED: form(pooled), FINE: form(finer)}
+            derived = {FINE: form(finer)}
+            if self.coarse:
+                derived[POOLED] = form(pooled)
+            if centroids is not None:
+                derived[CENTROIDS] = page_vector(sketched, centroids)
+            return order, derived
         dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
         return order, {POOLED: pooled.astype(np.float16), DENSE: dense.astype(np.float16)}
 

@@ -11,6 +11,10 @@ from core.model import ModelIdentity
 from core.store.layout import SearchLayout
 
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
+# The codebook of the fast path's first stage (core/codebook.py), once learned: a point of its own, as its payload
+# (2.8 MB at K = 4096) would weigh on every read of the record. Like the record, it has no `tokens`: not a page.
+CODEBOOK_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/codebook"))
+OWN_POINTS = (META_ID, CODEBOOK_ID)
 # 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly).
 # 3: the tokens are kept once, as unit rows in chunks that a Qdrant server accepts (schema.py); a collection of an
 #    older schema is read and searched, and takes new pages once exported and imported into a new collection.

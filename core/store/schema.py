@@ -8,9 +8,11 @@ Named vectors of a page point:
   chunks hold the rest. With the lengths the payload keeps, the chunks give the encoder's tokens back exactly
   (storage.py). Dot on unit rows is cosine per token: raw dot products would let a few long tokens win every
   comparison, and Qdrant's Cosine would rescale what is written.
-- `pooled` and `pooled_fine` (`pooled` and `dense` in collections made before): the fast path's small vectors,
-  derived from the tokens (layout.py), stored as uint8 sign codes where only their binary copies are scored
-  (collections made before: float16);
+- `pooled_fine`, and `pooled` in collections made without a codebook (`pooled` and `dense` in collections made
+  before): the fast path's small vectors, derived from the tokens (layout.py), stored as uint8 sign codes where only
+  their binary copies are scored (collections made before: float16);
+- `centroids`: the codebook centroids nearest the page's tokens, a sparse vector of weight-1 entries
+  (core/codebook.py): the fast path's first stage, once the collection's codebook is learned;
 - `bm25`: the page text's BM25 sparse vector (IDF modifier: Qdrant supplies the corpus statistics).
 Collections of schema 2 had `tokens` (raw float16) and `unit` instead; they are still read and searched.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.store.layout import DENSE, FINE, POOLED, SearchLayout
+from core.store.layout import CENTROIDS, DENSE, FINE, POOLED, SearchLayout
 
 TOKENS = "tokens"
 LEGACY_UNIT = "unit"  # schema 2: the unit-length copy exact MaxSim ranked by
@@ -79,22 +81,26 @@ def schema(dim: int, layout: SearchLayout, chunks: int) -> list[VectorSpec]:
     if layout.pooled_first:
         fast = [
             VectorSpec(name, dim, multi=True, binary=quantized, in_ram=not quantized, uint8=layout.coded)
-            for name in (POOLED, FINE)
+            for name in ((POOLED, FINE) if layout.coarse else (FINE,))
         ]
     else:
         fast = [
             VectorSpec(POOLED, dim, multi=True, int8=quantized, in_ram=not quantized),
             VectorSpec(DENSE, layout.dense_size(dim), cosine=not layout.muvera, in_ram=True, hnsw_m=layout.hnsw_m),
         ]
+    if layout.codebook:
+        fast.append(VectorSpec(CENTROIDS, None))
     return [*tokens, *fast, VectorSpec(BM25, None, idf=True)]
 
 
 @dataclass(frozen=True)
 class Filter:
-    """Points that have the named vector (pages, not the collection record), of one document when given."""
+    """Points that have the named vector (pages, not the collection's own points), of one document when given, and
+    without the vector `lacks_vector` when given."""
 
     has_vector: str | None = TOKENS
     doc_id: str | None = None
+    lacks_vector: str | None = None
 
 
 @dataclass(frozen=True)
