@@ -532,9 +532,10 @@ def stage_chain(store: PageStore, query: np.ndarray) -> list | None:
     return chain[::-1] if len(chain) > 1 else None
 
 
-def first_alone(store: PageStore, query: np.ndarray) -> Stage:
-    """The fast path's first stage for `query`, asked for the top 10 (exact MaxSim where there is no fast path)."""
-    chain = stage_chain(store, query)
+def first_alone(store: PageStore, query: np.ndarray, chain: list | None = None) -> Stage:
+    """The fast path's first stage for `query`, asked for the top 10 (exact MaxSim where there is no fast path);
+    `chain`: its `stage_chain`, where the caller has it already."""
+    chain = chain or stage_chain(store, query)
     if chain:
         return dataclasses.replace(chain[0], limit=TOP)
     fast = fast_path_pages(store)
@@ -575,8 +576,8 @@ def measure(
         t = time.perf_counter()
         fast = search(store, q, TOP)
         t_fast = time.perf_counter() - t
-        first = store.query([first_alone(store, q)])
         chain = stage_chain(store, q)
+        first = store.query([first_alone(store, q, chain)])
         handed = [store.query([cut])[0] for cut in chain[:-1]] if chain else []
         t_scan, scanned = None, None
         if scan is not None:
