@@ -117,24 +117,24 @@ class Settings(BaseSettings):
         "its scan of every page costs in proportion to the query's rows. 1: every token.",
     )
     codebook_size: int = Field(
-        4096,
+        2048,
         ge=0,
         description="Centroids of the codebook the fast path's first stage looks pages up by (an inverted index "
         "of the centroids nearest each page's tokens, in place of the coarse scan; 0: the coarse scan). Fixed when a "
         "collection is created; the codebook itself is learned from its first CODEBOOK_PAGES pages.",
     )
     codebook_pages: int = Field(
-        256,
+        1024,
         ge=1,
         description="The codebook is learned once the collection holds this many pages, from a sample of their "
-        "tokens; the pages stored before then get their codebook vectors at that moment. Until then the coarse scan "
-        "is the first stage.",
+        "tokens; the pages stored before then get their codebook vectors at that moment. Until then the fast path "
+        "has no first stage: its fine stage scores every page.",
     )
     prefetch_codebook: int = Field(
-        200,
+        150,
         ge=1,
         description="Pages the codebook first stage hands on in a collection of PREFETCH_AT pages, growing as "
-        "sqrt(pages / PREFETCH_AT) as the coarse scan's depth does (10,000 pages: 448).",
+        "sqrt(pages / PREFETCH_AT) as the coarse scan's depth does (10,000 pages: 336).",
     )
     codebook_probes: int = Field(
         4, ge=1, description="Centroids each query token looks up in the codebook first stage, weighted by likeness."

@@ -6,7 +6,7 @@ centroids of each of its tokens, weighted by likeness. Their dot product counts 
 land near some token of the page, and Qdrant answers it from an inverted index: its cost follows the posting lists
 the query touches, not the collection's size, where a scan of every page's pooled vectors grows with it. The
 centroids live in the sketch space so that a page's assignment reuses the sketch its pooling makes anyway, and a
-query's costs a 256-wide product (4 MB of centroids at K = 4096) rather than a 1280-wide one (21 MB).
+query's costs a 256-wide product (2 MB of centroids at K = 2048) rather than a 1280-wide one (10 MB).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def query_vector(unit: np.ndarray, centroids: np.ndarray, probes: int) -> Sparse
 
 
 def encode(centroids: np.ndarray) -> str:
-    """Centroids as the codebook point keeps them: float16, base64 (K = 4096: 2.8 MB of payload)."""
+    """Centroids as the codebook point keeps them: float16, base64 (K = 2048: 1.4 MB of payload)."""
     return base64.b64encode(centroids.astype("<f2").tobytes()).decode("ascii")
 
 

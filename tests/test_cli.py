@@ -78,7 +78,7 @@ def test_info(lib, tiny_model_dir):
     assert info["dimension"] == config["text_config"]["hidden_size"]
     assert info["points"] == 5
     assert info["documents"] == 3
-    assert info["first_stage"] == "codebook, learned at 256 pages (not yet: the fine stage scores every page)"
+    assert info["first_stage"] == "codebook, learned at 1024 pages (not yet: the fine stage scores every page)"
     # the embedded store is one shard, one copy (a server reports what the collection was created with)
     assert [info[k] for k in ("shard_number", "replication_factor", "write_consistency_factor")] == [1, 1, 1]
 

@@ -80,10 +80,10 @@ def test_no_write_or_query_breaks_a_servers_limits(dim, transport):
 
 
 def test_the_codebook_and_the_pages_codebook_vectors_keep_to_a_servers_limits():
-    """The codebook at its full size (4096 centroids: learned from 16 pages' 256-token samples; its width is the
-    sketches', whatever the tokens') is written as a point of the collection, and every page stored before it gets
+    """A codebook of twice the default size (4096 centroids: learned from 16 pages' 256-token samples; its width is
+    the sketches', whatever the tokens') is written as a point of the collection, and every page stored before it gets
     its codebook vector. Each request is measured as REST and as gRPC would carry it."""
-    store = recording_store("rest", PUBLISHED_DIM, codebook_pages=16, prefetch_dim=0, prefetch_pooled=4)
+    store = recording_store("rest", PUBLISHED_DIM, codebook=4096, codebook_pages=16, prefetch_dim=0, prefetch_pooled=4)
     pages = synthetic_pages(PUBLISHED_DIM, rows=(257,) * 15 + (PUBLISHED_TOKENS,) * 2)
     store.upsert(pages[:12])
     assert store.centroids(ready=False) is None

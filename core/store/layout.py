@@ -51,8 +51,8 @@ class SearchLayout:
     sign_codes: bool = True  # binary-quantized pooled vectors are stored as their sign codes (uint8), not float16
     prefetch_at: int = 0  # the collection size `prefetch_dense` is set for; the depth grows as its square root
     codebook: int = 0  # centroids of the codebook first stage (core/codebook.py); 0: the coarse scan alone
-    codebook_pages: int = 256  # the codebook is learned once the collection holds this many pages
-    prefetch_codebook: int = 200  # pages the codebook first stage hands on at `prefetch_at` pages
+    codebook_pages: int = 1024  # the codebook is learned once the collection holds this many pages
+    prefetch_codebook: int = 150  # pages the codebook first stage hands on at `prefetch_at` pages
     codebook_probes: int = 4  # centroids each query token looks up
 
     BUILT = (
