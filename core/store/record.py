@@ -12,7 +12,7 @@ from core.store.layout import SearchLayout
 
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/collection-record"))
 # The codebook of the fast path's first stage (core/codebook.py), once learned: a point of its own, as its payload
-# (2.8 MB at K = 4096) would weigh on every read of the record. Like the record, it has no `tokens`: not a page.
+# (1.4 MB at K = 2048) would weigh on every read of the record. Like the record, it has no `tokens`: not a page.
 CODEBOOK_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "token-direct/codebook"))
 OWN_POINTS = (META_ID, CODEBOOK_ID)
 # 2: the collection has `pooled` and `dense` (schema 1 collections are searched exactly).
