@@ -22,6 +22,8 @@ def _sizes(pages: list[str]) -> list[int]:
 
 
 def _first_depth(r) -> str:
+    if r.first_stage == "none":
+        return "first: none (the codebook is learned at CODEBOOK_PAGES pages), the fine stage scores every page"
     if r.codebook:
         depth = f"{r.prefetch_codebook}" if not r.prefetch_at else _grown(r.prefetch_codebook, r.prefetch_at)
         return f"first: the codebook's {r.codebook} centroids, {depth}"

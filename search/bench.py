@@ -488,7 +488,7 @@ class SearchBench:
     exact_below: int
     pooling: str
     pool_size: int
-    first_stage: str  # "codebook", or (before a codebook is learned) the layout's: "pooled" (the coarse scan), ...
+    first_stage: str  # "codebook"; "none" where a collection made for one has not learned it; else the layout's
     codebook: int  # the codebook's centroids (0: none)
     prefetch_codebook: int
     load_average: float  # the machine's 1-minute load average at the end of the run
@@ -634,6 +634,8 @@ def measure(
     disk = disk_bytes(store.path) / pages if isinstance(store, EdgeStore) and pages else None
     centroids = store.centroids()
     first_depth, last_depth = layout.limits(TOP, pages, store.dim, codebook=centroids is not None)
+    # a collection made for a codebook that has not learned it: the fine stage scores every page
+    waiting = layout.codebook and centroids is None
     fast_p50, exact_p50 = _ms(r.fast, 50), _ms(r.exact, 50)
     scan_p50 = _ms(r.scan, 50)
     rel = np.asarray(r.rel_gaps) if r.rel_gaps else np.zeros(1)
@@ -684,7 +686,7 @@ def measure(
         prefetch_dense=layout.prefetch_dense,
         prefetch_at=layout.prefetch_at,
         prefetch_share=layout.prefetch_share,
-        prefetch_first=first_depth,
+        prefetch_first=pages if waiting else first_depth,
         prefetch_last=last_depth,
         depth_scale=round(layout.depth_scale(store.dim), 3),
         prefetch_pooled=layout.prefetch_pooled,
@@ -692,7 +694,7 @@ def measure(
         exact_below=layout.exact_below,
         pooling=layout.pooling,
         pool_size=layout.pool_size,
-        first_stage="codebook" if centroids is not None else layout.first_stage,
+        first_stage="codebook" if centroids is not None else "none" if waiting else layout.first_stage,
         codebook=0 if centroids is None else len(centroids),
         prefetch_codebook=layout.prefetch_codebook,
         load_average=round(os.getloadavg()[0], 1),
