@@ -87,9 +87,9 @@ class Settings(BaseSettings):
     )
 
     # The fast search path (measured defaults: README, "Search at scale"). A query runs as one Qdrant query: the
-    # pages whose tokens share the most codebook centroids with the query's (an inverted index; before the codebook
-    # is learned, coarse pooled MaxSim over every page, binary codes in RAM) -> fine pooled MaxSim over their
-    # survivors (binary codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
+    # pages whose tokens share the most codebook centroids with the query's (an inverted index; none before the
+    # codebook is learned; collections made without one scan every page's coarse pooled vectors) -> fine pooled MaxSim
+    # over their survivors (binary codes in RAM) -> exact MaxSim over the full token sets of the last survivors.
     prefetch_dense: int = Field(
         350,
         ge=1,

@@ -538,9 +538,9 @@ def first_alone(store: PageStore, query: np.ndarray, chain: list | None = None) 
     chain = chain or stage_chain(store, query)
     if chain:
         return dataclasses.replace(chain[0], limit=TOP)
-    fast = fast_path_pages(store)
-    stages = first_stage(store, np.asarray(query, dtype=np.float32), TOP) if fast else ()
-    return stages[0] if stages else visual(store, np.asarray(query, dtype=np.float32), TOP, None, 0)
+    query = np.asarray(query, dtype=np.float32)
+    stages = first_stage(store, query, TOP) if fast_path_pages(store) else ()
+    return stages[0] if stages else visual(store, query, TOP, None, 0)
 
 
 def stage_cuts(store: PageStore, query: np.ndarray) -> list | None:
