@@ -195,6 +195,17 @@ def test_count_and_documents(filled):
     assert filled.documents() == {"doc-a": 3, "doc-b": 2}
 
 
+def test_counts_follow_writes_made_through_another_handle(filled, engine):
+    if engine.qdrant_url == ":memory:":
+        pytest.skip("each in-process client holds a collection of its own")
+    assert filled.count() == 5
+    with open_store(engine) as other:
+        other.delete_document("doc-b")
+        assert filled.count() == 3
+        other.upsert([PAGES[3]])
+    assert (filled.count(), filled.count("doc-b")) == (4, 1)
+
+
 def test_upserting_a_page_again_replaces_it(filled):
     page = PAGES[1]
     filled.upsert([PagePoint(page.point_id, {**page.payload, "ingested_at": "2026-06-01T00:00:00+00:00"}, page.tokens)])

@@ -211,7 +211,12 @@ class EdgeStore(PageStore):
         self._write(_edge().UpdateOperation.delete_vectors([point_id], names))
 
     def _count(self, filter) -> int:
-        return self.shard.count(_edge().CountRequest(exact=True, filter=_filter(filter))) if self.shard else 0
+        if self.shard is None:
+            return 0
+        counts = self._held.counts
+        if filter not in counts:
+            counts[filter] = self.shard.count(_edge().CountRequest(exact=True, filter=_filter(filter)))
+        return counts[filter]
 
     def _facet(self, key) -> dict[str, int]:
         if self.shard is None:
@@ -226,8 +231,10 @@ class EdgeStore(PageStore):
     def _write(self, operation) -> None:
         disk.require(self.path, 0, "update the embedded store")  # small writes too: the log grows in chunks
         try:
-            self.shard.update(operation)
-            self.shard.flush()
+            shard = self.shard
+            self._held.counts.clear()  # the write may change any count
+            shard.update(operation)
+            shard.flush()
         except Exception as exc:  # the engine raises plain Exceptions (a read-only disk, for one)
             raise StoreError(disk.engine_problem(self.path, exc, "update")) from None
 

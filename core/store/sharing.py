@@ -58,6 +58,9 @@ class HeldShard:
     def __init__(self, shard, lock: FileLock):
         self.shard = shard
         self.lock = lock
+        # Exact counts by filter, kept till the next write: while this process holds the shard no other can write to
+        # it, and every write here goes through EdgeStore._write, which clears them (a count scans every page).
+        self.counts: dict = {}
 
     def wanted(self) -> bool:
         """Whether another process waits for this shard."""
