@@ -14,7 +14,7 @@ from core.pooling import dense_vector, maxsim
 from core.store.storage import to_storage
 from core.tensors import bfloat16_values
 from search.bench import SyntheticPages, SyntheticSpec, drop_page_cache, read_bytes, readahead_kb, structure_of, varied
-from tests.helpers import cli_env, run_cli
+from tests.helpers import bfloat16_tokens, cli_env, run_cli
 
 KEYS = {
     "pages",
@@ -189,3 +189,24 @@ def test_a_kept_build_cut_down_to_a_smaller_size_says_its_ram_and_disk_read_high
     assert runs["48"][0]["trimmed_from"] == 0 and "cut down" not in runs["48"][1]
     assert runs["24"][0]["pages"] == 24 and runs["24"][0]["trimmed_from"] == 48
     assert "held 48 pages; cut down to 24" in runs["24"][1]
+
+
+def test_the_token_chunks_alone_are_written_to_a_scratch_shard_and_timed(tmp_path):
+    """The floor `bench ingest` reports: a tiled page's chunks written alone, at the published shape, into a scratch
+    shard that is gone afterwards; the measured collection keeps its pages, and the time grows with the pages."""
+    from core.model import ModelIdentity
+    from core.pages import point_id
+    from core.store import EdgeStore, PagePoint
+    from ingest.bench import tokens_alone_cpu
+
+    rng = np.random.default_rng(3)
+    pages = [
+        PagePoint(point_id("doc", k), {"doc_id": "doc", "page": k}, bfloat16_tokens(rng, 1121, 1280)) for k in (1, 2, 3)
+    ]
+    store = EdgeStore(tmp_path / "pages", "pages")
+    store.bind(ModelIdentity("bench", "synthetic", 1280, 1121))
+    store.upsert(pages[:1])
+    one, three = tokens_alone_cpu(store, pages[:1], 4), tokens_alone_cpu(store, pages, 4)
+    assert 0 < one < three
+    assert store.count() == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["pages", "pages.lock"]
+    store.close()
