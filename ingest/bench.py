@@ -130,8 +130,8 @@ def replay_store_path(source, target_settings: Settings, model) -> dict:
         "wall_ms_per_page": round(1000 * wall / n, 1),
         "prepare_cpu_ms_per_page": round(1000 * prepare / n, 1),  # storage form and derived vectors
         "engine_cpu_ms_per_page": round(1000 * max(0.0, cpu - prepare) / n, 1),  # values handed over, write, flush
-        # the engine's part for the token chunks alone, the copy every page must be stored with: the floor below
-        # which no choice of derived vectors brings the store path on this engine
+        # the engine's part for the token chunks alone, the copy every page must be stored with: on this engine no
+        # choice of derived vectors brings the store path below it
         "tokens_alone_engine_cpu_ms_per_page": round(1000 * floor / n, 1),
     }
 
@@ -145,7 +145,8 @@ def tokens_alone_cpu(target, pages, size: int) -> float:
     record = target.record()
     names = set(token_chunks(int(record["chunks"])))
     specs = [v for v in schema(target.dim, target.layout, int(record["chunks"])) if v.name in names]
-    scratch = EdgeStore(target.path.with_name(target.path.name + "-tokens-alone"), "tokens-alone", target.layout)
+    path = target.path.with_name(target.path.name + "-tokens-alone")
+    scratch = EdgeStore(path, "tokens-alone", target.layout)
     scratch._create(specs)
     spent = 0.0
     try:
@@ -159,7 +160,7 @@ def tokens_alone_cpu(target, pages, size: int) -> float:
             spent += time.process_time() - t_cpu
     finally:
         scratch.drop()
-        scratch.path.with_name(scratch.path.name + ".lock").unlink(missing_ok=True)
+        path.with_name(path.name + ".lock").unlink(missing_ok=True)  # the scratch shard's lock file
     return spent
 
 
