@@ -156,7 +156,13 @@ class Settings(BaseSettings):
         8, ge=1, description="Tokens per coarse pooled vector, on average (257 tokens -> 33 vectors, 1121 -> 141)."
     )
     fine_pool_size: float = Field(
-        1.6, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 161 vectors, 1121 -> 701)."
+        1.6, ge=1, description="Tokens per fine pooled vector, on average (257 tokens -> 161 vectors, 689 -> 431)."
+    )
+    fine_max: int = Field(
+        448,
+        ge=0,
+        description="At most this many fine pooled vectors a page (a 1121-token page: 448 rather than 701); 0: no "
+        "cap. Fixed when a collection is created.",
     )
     pooled_quantization: bool = Field(
         True,

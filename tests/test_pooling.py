@@ -35,9 +35,9 @@ def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
     from core.store.layout import FINE, POOLED, SearchLayout
     from core.store.schema import rows_per_vector
 
-    def rows(fine_pool_size: float, n: int, dim: int) -> tuple[int, int]:
+    def rows(fine_pool_size: float, n: int, dim: int, fine_max: int = 0) -> tuple[int, int]:
         # a collection made without a codebook has coarse pooled vectors too
-        coarse = {"fine_pool_size": fine_pool_size, "codebook_size": 0}
+        coarse = {"fine_pool_size": fine_pool_size, "fine_max": fine_max, "codebook_size": 0}
         layout = SearchLayout.from_settings(defaults().model_copy(update=coarse))
         unit = unit_length(np.random.default_rng(n).normal(size=(n, dim)).astype(np.float32))
         _, derived = layout.derive(unit, rows_per_vector(dim))
@@ -50,6 +50,20 @@ def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
     assert rows(2.6, 1121, 1280) == (141, 432)
     assert rows(1.6, 1121, 1280) == (141, 701)
     assert rows(1, 1121, 1280) == (141, 819)  # one a token would be 1121 rows: as many as one multivector holds
+    # the cap: a tiled page's fine vectors stop at it, a shorter page's stay as the pool size makes them
+    assert rows(1.6, 1121, 1280, fine_max=448) == (141, 448)
+    assert rows(1.6, 689, 1280, fine_max=448) == (87, 431)
+    assert rows(1, 1121, 1280, fine_max=900) == (141, 819)  # a cap over a multivector's rows: the multivector's
+
+
+def test_collections_made_before_the_fine_cap_keep_deriving_every_fine_vector():
+    from config import defaults
+    from core.store.layout import SearchLayout
+
+    layout = SearchLayout.from_settings(defaults())
+    assert layout.fine_max == 448 and layout.built()["fine_max"] == 448
+    before = {k: v for k, v in layout.built().items() if k != "fine_max"}
+    assert layout.adopt(before).fine_size(1121, 819) < 1121 / 448 < layout.fine_size(1121, 819)
 
 
 def test_binary_coded_pooled_vectors_are_kept_as_their_sign_codes_in_new_collections_only():

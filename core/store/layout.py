@@ -26,7 +26,7 @@ from core.pooling import (
 from core.tensors import unit_length
 
 POOLED = "pooled"  # about one pooled unit vector per `pool_size` tokens: the coarse scan, quantized, in RAM
-FINE = "pooled_fine"  # about one per `fine_pool_size` tokens: the second stage, quantized, in RAM
+FINE = "pooled_fine"  # about one per `fine_pool_size` tokens, at most `fine_max`: the second stage, quantized, in RAM
 SIGN = 255  # a sign code's value for a positive component (0 for the rest): binary quantization keeps values > 0
 CENTROIDS = "centroids"  # the codebook's centroids nearest a page's tokens: the first stage, an inverted index
 DENSE = "dense"  # collections with a "mean" or "muvera" first stage: one vector per page, HNSW-indexed
@@ -54,6 +54,7 @@ class SearchLayout:
     codebook_pages: int = 1024  # the codebook is learned once the collection holds this many pages
     prefetch_codebook: int = 150  # pages the codebook first stage hands on at `prefetch_at` pages
     codebook_probes: int = 4  # centroids each query token looks up
+    fine_max: int = 0  # "pooled" first stage: at most this many fine pooled vectors a page (0: no cap)
 
     BUILT = (
         "pooling",
@@ -62,6 +63,7 @@ class SearchLayout:
         "hnsw_m",
         "first_stage",
         "fine_pool_size",
+        "fine_max",
         "sign_codes",
         "codebook",
     )
@@ -89,6 +91,7 @@ class SearchLayout:
             s.codebook_pages,
             s.prefetch_codebook,
             s.codebook_probes,
+            s.fine_max,
         )
 
     @property
@@ -153,7 +156,7 @@ class SearchLayout:
 
     def adopt(self, built: dict) -> "SearchLayout":
         """This layout with the derivation a collection was built with (collections from before MUVERA: mean)."""
-        older = {"first_stage": "mean", "fine_pool_size": 0, "sign_codes": False, "codebook": 0}
+        older = {"first_stage": "mean", "fine_pool_size": 0, "fine_max": 0, "sign_codes": False, "codebook": 0}
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
     def limits(self, limit: int, pages: int = 0, dim: int = 0, codebook: bool = False) -> tuple[int, int]:
@@ -189,8 +192,11 @@ class SearchLayout:
 
     def fine_size(self, n: int, keep: int) -> float:
         """Tokens per fine pooled vector for a page of `n` tokens: `fine_pool_size`, or more where that many
-        vectors would not fit one multivector of `keep` rows (then just over n / keep, for at most `keep` vectors)."""
-        return max(self.fine_pool_size, math.nextafter(n / keep, math.inf))
+        vectors would be over `fine_max` or would not fit one multivector of `keep` rows (then just over n / the
+        cap, for at most that many vectors). A tiled page's tokens repeat its views: past a few hundred fine vectors
+        more no longer changes which pages the fine stage hands on (README, "Search at scale")."""
+        cap = min(keep, self.fine_max) if self.fine_max else keep
+        return max(self.fine_pool_size, math.nextafter(n / cap, math.inf))
 
     def derive(
         self, unit: np.ndarray, keep: int, centroids: np.ndarray | None = None
