@@ -107,6 +107,7 @@ def replay_store_path(source, target_settings: Settings, model) -> dict:
         target.bind(model.identity)
         cpu = wall = prepare = 0.0
         size = target_settings.batch_size
+        prepared = []  # each batch as the engine takes it, to write its token chunks alone afterwards
         for start in range(0, len(pages), size):
             t_cpu, t_wall = time.process_time(), time.perf_counter()
             batch = [
@@ -117,11 +118,11 @@ def replay_store_path(source, target_settings: Settings, model) -> dict:
             cpu += time.process_time() - t_cpu
             wall += time.perf_counter() - t_wall
             t_cpu = time.process_time()
-            target.prepare(batch)
+            prepared.append(target.prepare(batch))
             prepare += time.process_time() - t_cpu
         n = max(1, len(pages))
         rows = sorted({int(p.tokens.shape[0]) for p in pages})
-        floor = tokens_alone_cpu(target, pages, size)
+        floor = tokens_alone_cpu(target, prepared)
     return {
         "pages": len(pages),
         "tokens_per_page": rows,
@@ -136,9 +137,10 @@ def replay_store_path(source, target_settings: Settings, model) -> dict:
     }
 
 
-def tokens_alone_cpu(target, pages, size: int) -> float:
-    """CPU seconds the embedded engine takes to store `pages`' token chunks and nothing else (handed over, written
-    and flushed as the store writes them, `size` pages a batch), in a scratch shard beside `target`'s."""
+def tokens_alone_cpu(target, batches) -> float:
+    """CPU seconds the embedded engine takes to store the token chunks of `batches` (each as `target.prepare` gives
+    a batch of pages) and nothing else, handed over, written and flushed as the store writes them, in a scratch
+    shard beside `target`'s."""
     from core.store import EdgeStore
     from core.store.schema import schema, token_chunks
 
@@ -150,11 +152,8 @@ def tokens_alone_cpu(target, pages, size: int) -> float:
     scratch._create(specs)
     spent = 0.0
     try:
-        for start in range(0, len(pages), size):
-            rows = [
-                (pid, {k: v for k, v in vecs.items() if k in names}, {})
-                for pid, vecs, _ in target.prepare(pages[start : start + size])
-            ]
+        for batch in batches:
+            rows = [(pid, {k: v for k, v in vecs.items() if k in names}, {}) for pid, vecs, _ in batch]
             t_cpu = time.process_time()
             scratch._upsert(rows)
             spent += time.process_time() - t_cpu

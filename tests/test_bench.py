@@ -206,7 +206,7 @@ def test_the_token_chunks_alone_are_written_to_a_scratch_shard_and_timed(tmp_pat
     store = EdgeStore(tmp_path / "pages", "pages")
     store.bind(ModelIdentity("bench", "synthetic", 1280, 1121))
     store.upsert(pages[:1])
-    one, three = tokens_alone_cpu(store, pages[:1], 4), tokens_alone_cpu(store, pages, 4)
+    one, three = tokens_alone_cpu(store, [store.prepare(pages[:1])]), tokens_alone_cpu(store, [store.prepare(pages)])
     assert 0 < one < three
     assert store.count() == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["pages", "pages.lock"]
     store.close()
