@@ -137,7 +137,17 @@ class Settings(BaseSettings):
         "sqrt(pages / PREFETCH_AT) as the coarse scan's depth does (10,000 pages: 336).",
     )
     codebook_probes: int = Field(
-        4, ge=1, description="Centroids each query token looks up in the codebook first stage, weighted by likeness."
+        4,
+        ge=1,
+        description="Centroids each query token looks up in the codebook first stage, weighted by their likeness "
+        "relative to the nearest one's.",
+    )
+    codebook_spread: int = Field(
+        2,
+        ge=1,
+        description="Centroids each page token gives weight to in the codebook first stage, by likeness relative "
+        "to its nearest one's (each centroid keeping the most any token gives it). 1: the nearest only, weight 1, "
+        "as collections made before. Fixed when a collection is created.",
     )
     prefetch_pooled: int = Field(
         20, ge=1, description="Pages the stage before exact MaxSim hands to it (at least top_k)."

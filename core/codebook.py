@@ -1,12 +1,14 @@
 """The codebook the fast path's first stage looks pages up by: K unit centroids of the collection's tokens, in the
 sketch space (core/pooling.py `sketch`), learned once from the collection's first pages (numpy only).
 
-A page is the sparse vector of the centroids nearest its tokens (weight 1 each); a query, the `probes` nearest
-centroids of each of its tokens, weighted by likeness. Their dot product counts how many of the query's tokens
-land near some token of the page, and Qdrant answers it from an inverted index: its cost follows the posting lists
-the query touches, not the collection's size, where a scan of every page's pooled vectors grows with it. The
-centroids live in the sketch space so that a page's assignment reuses the sketch its pooling makes anyway, and a
-query's costs a 256-wide product (2 MB of centroids at K = 2048) rather than a 1280-wide one (10 MB).
+A page is the sparse vector of the centroids nearest its tokens, a query the sum of its tokens' `probes` nearest
+centroids, each weighted by its likeness relative to the token's nearest one (`_likeness`). Since the soft form
+(`spread` 2) a page's tokens give their two nearest centroids such weights too, each centroid keeping the most any
+token gives it. Their dot product counts how many of the query's tokens land near some token of the page,
+and Qdrant answers it from an inverted index: its cost follows the posting lists the query touches, not the
+collection's size, where a scan of every page's pooled vectors grows with it. The centroids live in the sketch space
+so that a page's assignment reuses the sketch its pooling makes anyway, and a query's costs a 256-wide product (2 MB
+of centroids at K = 2048) rather than a 1280-wide one (10 MB).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from core.text import SparseVector
 TRAIN_STEPS = 5  # Lloyd steps from a random sample of tokens: the ranking barely moves after these
 TRAIN_TOKENS = 400_000  # tokens k-means trains on at most
 TOKENS_PER_PAGE = 256  # tokens a page adds to the training sample at most
+LIKENESS_POWER = 4  # a query token's weight on a centroid: (its likeness / its nearest centroid's) ** this
 
 
 def train(sketched: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -47,24 +50,42 @@ def _nearest(x: np.ndarray, centroids: np.ndarray, block: int = 8192) -> np.ndar
     return np.concatenate([(x[s : s + block] @ centroids.T).argmax(1) for s in range(0, len(x), block)])
 
 
-def page_vector(sketched: np.ndarray, centroids: np.ndarray) -> SparseVector:
-    """A page's sparse vector: the distinct centroids nearest its sketched tokens, weight 1 each (repeats of one
-    kind of token, blank canvas above all, count once)."""
-    nearest = np.unique((sketched @ centroids.T).argmax(1))
-    return SparseVector(nearest.tolist(), [1.0] * len(nearest))
+def page_vector(sketched: np.ndarray, centroids: np.ndarray, spread: int = 1) -> SparseVector:
+    """A page's sparse vector. `spread` 1 (collections made before the soft form): the distinct centroids nearest
+    its sketched tokens, weight 1 each (repeats of one kind of token, blank canvas above all, count once). `spread`
+    2 or more: each token's `spread` nearest centroids, weighted as a query token weighs them (`_likeness`), each
+    centroid at the most any of the page's tokens gives it: a token lying between two cells counts in both."""
+    if spread <= 1:
+        nearest = np.unique((sketched @ centroids.T).argmax(1))
+        return SparseVector(nearest.tolist(), [1.0] * len(nearest))
+    top, weights = _likeness(sketched, centroids, spread)
+    most = np.zeros(len(centroids), dtype=np.float32)
+    np.maximum.at(most, top.ravel(), weights.ravel())
+    index = np.flatnonzero(most)
+    return SparseVector(index.tolist(), most[index].tolist())
 
 
 def query_vector(unit: np.ndarray, centroids: np.ndarray, probes: int) -> SparseVector:
-    """A query's sparse vector: each unit token's `probes` nearest centroids, weighted by its likeness to them
-    (negative likeness counts 0), summed over the tokens."""
-    sims = sketch(unit) @ centroids.T
-    probes = min(probes, sims.shape[1])
-    top = np.argpartition(-sims, probes - 1, axis=1)[:, :probes]
-    weights = np.take_along_axis(sims, top, 1).clip(0)
+    """A query's sparse vector: each unit token's `probes` nearest centroids, weighted by `_likeness`, summed over
+    the tokens."""
+    top, weights = _likeness(sketch(unit), centroids, probes)
     index, where = np.unique(top.ravel(), return_inverse=True)
     values = np.bincount(where, weights.ravel(), minlength=len(index))
     keep = values > 0
     return SparseVector(index[keep].tolist(), values[keep].tolist())
+
+
+def _likeness(sketched: np.ndarray, centroids: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each sketched token's `count` nearest centroids [n, count] and their weights: likeness to the token relative
+    to its nearest centroid's, to the power LIKENESS_POWER (negative likeness counts 0). Each token gives its
+    nearest centroid 1 and a near tie almost as much, whatever its likeness in absolute terms: weighted by that,
+    tokens lying near some centroid outvoted those between centroids (README, "Search at scale")."""
+    sims = sketched @ centroids.T
+    count = min(count, sims.shape[1])
+    top = np.argpartition(-sims, count - 1, axis=1)[:, :count]
+    likeness = np.take_along_axis(sims, top, 1).clip(0)
+    best = likeness.max(1, keepdims=True)
+    return top, np.divide(likeness, best, out=np.zeros_like(likeness), where=best > 0) ** LIKENESS_POWER
 
 
 def encode(centroids: np.ndarray) -> str:

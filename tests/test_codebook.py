@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from core import codebook
 from core.pooling import SKETCH_DIM, sketch
@@ -37,6 +38,55 @@ def test_pages_of_one_topic_share_centroids_and_a_query_finds_its_topic_first():
         assert len(query.indices) <= 12 * 4 and min(query.values) > 0
         scores = weights[:, query.indices] @ np.asarray(query.values)
         assert set(np.argsort(-scores)[:4]) == set(range(4 * t, 4 * t + 4))
+
+
+def test_each_query_token_gives_its_nearest_centroid_full_weight_however_near_it_lies():
+    rng = np.random.default_rng(3)
+    centroids = unit_length(rng.normal(size=(16, 64))).astype(np.float32)  # 64 wide: tokens are their own sketch
+    on = centroids[0]  # lies on centroid 0
+    aside = rng.normal(size=64)
+    aside -= (aside @ centroids[1]) * centroids[1]
+    between = unit_length(0.45 * centroids[1] + 0.9 * unit_length(aside))  # nearest centroid 1, far from any
+    likeness = np.stack([on, between]) @ centroids.T
+    assert likeness.argmax(1).tolist() == [0, 1] and likeness[1, 1] < 0.5
+    query = codebook.query_vector(np.stack([on, between]), centroids, probes=4)
+    weights = dict(zip(query.indices, query.values, strict=True))
+    assert weights[0] == pytest.approx(1, abs=1e-3) and weights[1] == pytest.approx(1, abs=1e-3)
+    # the other probes weigh their likeness relative to the token's nearest, sharpened: a near tie counts
+    second = np.sort(likeness[1])[-2]
+    expected = (second / likeness[1, 1]) ** codebook.LIKENESS_POWER
+    assert weights[int(np.argsort(likeness[1])[-2])] == pytest.approx(expected, rel=1e-3)
+    assert sorted(weights.values())[-3] < 0.5  # and a far one hardly counts
+    unlike = unit_length(-np.linalg.pinv(centroids) @ np.ones(16))[None, :].astype(np.float32)
+    assert (unlike @ centroids.T).max() < 0
+    assert codebook.query_vector(unlike, centroids, 4).indices == []  # a token near no centroid adds nothing
+
+
+def test_a_page_token_gives_its_two_nearest_centroids_weight_in_the_soft_form_and_the_nearest_alone_before():
+    rng = np.random.default_rng(8)
+    centroids = unit_length(rng.normal(size=(16, 64))).astype(np.float32)
+    on = centroids[2]
+    between = unit_length(centroids[5] + 0.9 * centroids[6])  # nearest 5, a near tie with 6
+    tokens = np.stack([on, between, on])  # a repeated kind of token counts once
+    likeness = between @ centroids.T
+    assert likeness.argmax() == 5 and np.sort(likeness)[-2] == likeness[6]
+    vector = codebook.page_vector(tokens, centroids, spread=2)
+    soft = dict(zip(vector.indices, vector.values, strict=True))
+    assert soft[2] == pytest.approx(1) and soft[5] == pytest.approx(1)
+    assert soft[6] == pytest.approx((likeness[6] / likeness[5]) ** codebook.LIKENESS_POWER, rel=1e-4)
+    assert 0.5 < soft[6] < 1 and all(w < 0.01 for c, w in soft.items() if c not in (2, 5, 6))
+    hard = codebook.page_vector(tokens, centroids)  # spread 1: collections made before the soft form
+    assert sorted(hard.indices) == [2, 5] and set(hard.values) == {1.0}
+
+
+def test_collections_made_before_the_soft_codebook_keep_their_hard_page_vectors():
+    from config import defaults
+    from core.store.layout import SearchLayout
+
+    layout = SearchLayout.from_settings(defaults())
+    assert layout.codebook_spread == 2 and layout.built()["codebook_spread"] == 2
+    before = {k: v for k, v in layout.built().items() if k != "codebook_spread"}
+    assert layout.adopt(before).codebook_spread == 1
 
 
 def test_a_codebook_is_stored_in_half_precision_and_read_back():

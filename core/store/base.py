@@ -366,7 +366,9 @@ class PageStore(ABC):
         with one_blas_thread():
             for batch in self._scroll_pages(pages, batch_size):
                 for page in batch:
-                    vector = codebook.page_vector(sketch(unit_length(page.tokens)), centroids)
+                    vector = codebook.page_vector(
+                        sketch(unit_length(page.tokens)), centroids, self.layout.codebook_spread
+                    )
                     self._update_vectors(page.point_id, {CENTROIDS: vector})
 
     def _learn_codebook(self, batch_size: int) -> np.ndarray:

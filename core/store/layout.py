@@ -55,6 +55,7 @@ class SearchLayout:
     prefetch_codebook: int = 150  # pages the codebook first stage hands on at `prefetch_at` pages
     codebook_probes: int = 4  # centroids each query token looks up
     fine_max: int = 0  # "pooled" first stage: at most this many fine pooled vectors a page (0: no cap)
+    codebook_spread: int = 1  # centroids each page token gives weight to (core/codebook.py); 1: its nearest, weight 1
 
     BUILT = (
         "pooling",
@@ -66,6 +67,7 @@ class SearchLayout:
         "fine_max",
         "sign_codes",
         "codebook",
+        "codebook_spread",
     )
 
     @classmethod
@@ -92,6 +94,7 @@ class SearchLayout:
             s.prefetch_codebook,
             s.codebook_probes,
             s.fine_max,
+            s.codebook_spread,
         )
 
     @property
@@ -156,7 +159,14 @@ class SearchLayout:
 
     def adopt(self, built: dict) -> "SearchLayout":
         """This layout with the derivation a collection was built with (collections from before MUVERA: mean)."""
-        older = {"first_stage": "mean", "fine_pool_size": 0, "fine_max": 0, "sign_codes": False, "codebook": 0}
+        older = {
+            "first_stage": "mean",
+            "fine_pool_size": 0,
+            "fine_max": 0,
+            "sign_codes": False,
+            "codebook": 0,
+            "codebook_spread": 1,
+        }
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
     def limits(self, limit: int, pages: int = 0, dim: int = 0, codebook: bool = False) -> tuple[int, int]:
@@ -222,7 +232,7 @@ class SearchLayout:
             if self.coarse:
                 derived[POOLED] = form(pooled)
             if centroids is not None:
-                derived[CENTROIDS] = page_vector(sketched, centroids)
+                derived[CENTROIDS] = page_vector(sketched, centroids, self.codebook_spread)
             return order, derived
         dense = muvera_fde(unit, query=False) if self.muvera else dense_vector(unit)
         return order, {POOLED: pooled.astype(np.float16), DENSE: dense.astype(np.float16)}
