@@ -24,7 +24,7 @@ from core.text import SparseVector
 TRAIN_STEPS = 5  # Lloyd steps from a random sample of tokens: the ranking barely moves after these
 TRAIN_TOKENS = 400_000  # tokens k-means trains on at most
 TOKENS_PER_PAGE = 256  # tokens a page adds to the training sample at most
-LIKENESS_POWER = 4  # a query token's weight on a centroid: (its likeness / its nearest centroid's) ** this
+LIKENESS_POWER = 4  # a token's weight on a centroid: (its likeness / its nearest centroid's) ** this
 
 
 def train(sketched: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
