@@ -2,9 +2,9 @@
 sketch space (core/pooling.py `sketch`), learned once from the collection's first pages (numpy only).
 
 A page is the sparse vector of the centroids nearest its tokens, a query the sum of its tokens' `probes` nearest
-centroids, each weighted by its likeness relative to the token's nearest one (`_likeness`). Since the soft form
-(`spread` 2) a page's tokens give their two nearest centroids such weights too, each centroid keeping the most any
-token gives it. Their dot product counts how many of the query's tokens land near some token of the page,
+centroids, each weighted by its likeness relative to the token's nearest one (`_likeness`; those weighing less than
+QUERY_FLOOR in all left out). Since the soft form (`spread` 2) a page's tokens give their two nearest centroids
+such weights too, each centroid keeping the most any token gives it. Their dot product counts how many of the query's tokens land near some token of the page,
 and Qdrant answers it from an inverted index: its cost follows the posting lists the query touches, not the
 collection's size, where a scan of every page's pooled vectors grows with it. The centroids live in the sketch space
 so that a page's assignment reuses the sketch its pooling makes anyway, and a query's costs a 256-wide product (2 MB
@@ -25,6 +25,9 @@ TRAIN_STEPS = 5  # Lloyd steps from a random sample of tokens: the ranking barel
 TRAIN_TOKENS = 400_000  # tokens k-means trains on at most
 TOKENS_PER_PAGE = 256  # tokens a page adds to the training sample at most
 LIKENESS_POWER = 4  # a token's weight on a centroid: (its likeness / its nearest centroid's) ** this
+# A query leaves out the centroids its tokens give less than this weight in all: they hardly move a page's score,
+# but each costs a posting list to read. A token's nearest centroid weighs 1, so every token keeps one.
+QUERY_FLOOR = 0.2
 
 
 def train(sketched: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -67,11 +70,11 @@ def page_vector(sketched: np.ndarray, centroids: np.ndarray, spread: int = 1) ->
 
 def query_vector(unit: np.ndarray, centroids: np.ndarray, probes: int) -> SparseVector:
     """A query's sparse vector: each unit token's `probes` nearest centroids, weighted by `_likeness`, summed over
-    the tokens."""
+    the tokens, those under QUERY_FLOOR left out."""
     top, weights = _likeness(sketch(unit), centroids, probes)
     index, where = np.unique(top.ravel(), return_inverse=True)
     values = np.bincount(where, weights.ravel(), minlength=len(index))
-    keep = values > 0
+    keep = values >= QUERY_FLOOR
     return SparseVector(index[keep].tolist(), values[keep].tolist())
 
 

@@ -47,16 +47,23 @@ def test_each_query_token_gives_its_nearest_centroid_full_weight_however_near_it
     aside = rng.normal(size=64)
     aside -= (aside @ centroids[1]) * centroids[1]
     between = unit_length(0.45 * centroids[1] + 0.9 * unit_length(aside))  # nearest centroid 1, far from any
-    likeness = np.stack([on, between]) @ centroids.T
-    assert likeness.argmax(1).tolist() == [0, 1] and likeness[1, 1] < 0.5
-    query = codebook.query_vector(np.stack([on, between]), centroids, probes=4)
+    tie = unit_length(centroids[2] + 0.95 * centroids[3])  # nearest centroid 2, a near tie with 3
+    tokens = np.stack([on, between, tie])
+    likeness = tokens @ centroids.T
+    assert likeness.argmax(1).tolist() == [0, 1, 2] and likeness[1, 1] < 0.5
+    query = codebook.query_vector(tokens, centroids, probes=4)
     weights = dict(zip(query.indices, query.values, strict=True))
     assert weights[0] == pytest.approx(1, abs=1e-3) and weights[1] == pytest.approx(1, abs=1e-3)
     # the other probes weigh their likeness relative to the token's nearest, sharpened: a near tie counts
-    second = np.sort(likeness[1])[-2]
-    expected = (second / likeness[1, 1]) ** codebook.LIKENESS_POWER
-    assert weights[int(np.argsort(likeness[1])[-2])] == pytest.approx(expected, rel=1e-3)
-    assert sorted(weights.values())[-3] < 0.5  # and a far one hardly counts
+    expected = (likeness[2, 3] / likeness[2, 2]) ** codebook.LIKENESS_POWER
+    assert 0.5 < weights[3] == pytest.approx(expected, rel=1e-3)
+    # and far ones hardly do: summed over the tokens, those under QUERY_FLOOR are left out
+    summed = np.zeros(len(centroids))
+    for row in likeness:
+        for c in np.argsort(row)[-4:]:
+            summed[c] += (max(row[c], 0) / row.max()) ** codebook.LIKENESS_POWER
+    assert sorted(weights) == np.flatnonzero(summed >= codebook.QUERY_FLOOR).tolist()
+    assert ((summed > 0) & (summed < codebook.QUERY_FLOOR)).any()  # some probes were left out
     unlike = unit_length(-np.linalg.pinv(centroids) @ np.ones(16))[None, :].astype(np.float32)
     assert (unlike @ centroids.T).max() < 0
     assert codebook.query_vector(unlike, centroids, 4).indices == []  # a token near no centroid adds nothing
