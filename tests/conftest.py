@@ -12,9 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from config import Settings  # noqa: E402
 from core.model import OcrModel  # noqa: E402
 from core.testmodel import make_test_model  # noqa: E402
-from tests.helpers import make_docs, settings_for  # noqa: E402
-
-BACKENDS = ["edge", "memory"]
+from tests.helpers import BACKENDS, make_docs, settings_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")

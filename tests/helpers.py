@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 CLI = [sys.executable, "-c", "from cli import main; main()"]
+BACKENDS = ["edge", "memory"]  # the embedded edge shard, and qdrant-client in-process
 MISSING_POINT = "00000000-0000-0000-0000-000000000000"
 SMALL = (300, 400)  # below the 768 px tile size: one global view, 257 tokens, the cheapest page to encode
 

@@ -20,27 +20,35 @@ from decode import Decoder
 from ingest import Ingestor
 from search import Searcher
 from search.plan import search
+from tests.helpers import BACKENDS, make_docs, settings_for
 
 PAYLOAD_FIELDS = {"doc_id", "source", "page", "pages", "width", "height", "n_tokens", "model", "ingested_at"}
 
 
-@pytest.fixture
-def ingested(backend_settings, docs):
-    """The five test pages ingested; the store is opened here and shared by every stage the test makes."""
-    model = OcrModel.from_settings(backend_settings)
-    with open_store(backend_settings) as store:
-        ingestor = Ingestor(model, store, backend_settings)
+@pytest.fixture(scope="module", params=BACKENDS)
+def ingested(request, tmp_path_factory, tiny_model_dir):
+    """The five test pages ingested once per engine for the tests that read them (the store is opened here and
+    shared by every stage a test makes): each ingest encodes every page, the suite's dearest step. A collection of
+    its own: the process's in-process client holds every `:memory:` collection."""
+    root = tmp_path_factory.mktemp("ingested")
+    settings = settings_for(tiny_model_dir, root / "data", collection="ingested")
+    if request.param == "memory":
+        settings = settings.model_copy(update={"qdrant_url": ":memory:"})
+    docs = make_docs(root / "docs")
+    model = OcrModel.from_settings(settings)
+    with open_store(settings) as store:
+        ingestor = Ingestor(model, store, settings)
         report = ingestor.ingest([docs])
-        yield SimpleNamespace(model=model, store=store, settings=backend_settings, ingestor=ingestor, report=report)
+        yield SimpleNamespace(model=model, store=store, settings=settings, ingestor=ingestor, report=report, docs=docs)
 
 
-def test_every_page_becomes_one_point_with_its_payload(ingested, docs):
+def test_every_page_becomes_one_point_with_its_payload(ingested):
     ingestor, report, store = ingested.ingestor, ingested.report, ingested.store
     assert report.ok and report.pages_added == 5 and report.pages_skipped == 0
     assert len(report.documents_added) == 3
     assert store.count() == 5
 
-    pdf = docs / "report.pdf"
+    pdf = ingested.docs / "report.pdf"
     doc_id = hashlib.sha256(pdf.read_bytes()).hexdigest()
     assert store.documents()[doc_id] == 2
     for page in (1, 2):
@@ -56,10 +64,10 @@ def test_every_page_becomes_one_point_with_its_payload(ingested, docs):
         assert max(point.payload["width"], point.payload["height"]) == 1024
 
 
-def test_reingesting_changes_nothing(ingested, docs):
+def test_reingesting_changes_nothing(ingested):
     store = ingested.store
     before = {pid: store.get(pid, with_tokens=False).payload for pid in _all_ids(store)}
-    again = ingested.ingestor.ingest([docs])
+    again = ingested.ingestor.ingest([ingested.docs])
     assert again.pages_added == 0 and again.pages_skipped == 5 and again.ok
     assert len(again.documents_skipped) == 3
     assert store.count() == 5
@@ -67,9 +75,9 @@ def test_reingesting_changes_nothing(ingested, docs):
     assert after == before  # not even ingested_at moved
 
 
-def test_a_page_image_used_as_query_finds_that_page_first(ingested, docs):
+def test_a_page_image_used_as_query_finds_that_page_first(ingested):
     searcher = Searcher(ingested.model, ingested.store, ingested.settings)
-    for page in render_pages(docs / "report.pdf", "query"):
+    for page in render_pages(ingested.docs / "report.pdf", "query"):
         hits = searcher.search_image(page.image, top_k=5)
         assert len(hits) == 5
         assert hits[0].source.endswith("report.pdf") and hits[0].page == page.page
@@ -85,9 +93,9 @@ def test_text_search_ranks_pages_without_blank_canvas_tokens(ingested):
     assert len({h.query_tokens for h in hits}) == 1 and 0 < hits[0].query_tokens < 257
 
 
-def test_text_search_filtered_by_document(ingested, docs):
+def test_text_search_filtered_by_document(ingested):
     searcher = Searcher(ingested.model, ingested.store, ingested.settings)
-    invoice_id = hashlib.sha256((docs / "invoice.png").read_bytes()).hexdigest()
+    invoice_id = hashlib.sha256((ingested.docs / "invoice.png").read_bytes()).hexdigest()
     only = searcher.search("anything", top_k=5, doc_id=invoice_id)
     assert [h.doc_id for h in only] == [invoice_id]
 
@@ -103,13 +111,14 @@ def test_a_hit_decodes_and_unknown_points_and_modes_are_refused(ingested):
 
 
 @pytest.mark.parametrize("stage", ["search", "decode", "ingest"])
-def test_another_model_is_refused_naming_both(ingested, other_model_dir, backend_settings, docs, stage):
-    other = OcrModel.from_settings(backend_settings.model_copy(update={"model": str(other_model_dir)}))
+def test_another_model_is_refused_naming_both(ingested, other_model_dir, stage):
+    settings = ingested.settings
+    other = OcrModel.from_settings(settings.model_copy(update={"model": str(other_model_dir)}))
     assert other.dim == ingested.model.dim  # same shapes: only the record of the revision tells them apart
     attempts = {
-        "search": lambda: Searcher(other, ingested.store, backend_settings),
-        "decode": lambda: Decoder(other, ingested.store, backend_settings),
-        "ingest": lambda: Ingestor(other, ingested.store, backend_settings).ingest([docs / "invoice.png"]),
+        "search": lambda: Searcher(other, ingested.store, settings),
+        "decode": lambda: Decoder(other, ingested.store, settings),
+        "ingest": lambda: Ingestor(other, ingested.store, settings).ingest([ingested.docs / "invoice.png"]),
     }
     with pytest.raises(ModelMismatchError) as err:
         attempts[stage]()
@@ -150,32 +159,6 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("TOKENDIRECT_DATA_DIR", str(tmp_path))
     s = Settings()
     assert (s.collection, s.top_k, s.data_dir, s.model) == ("books", 9, tmp_path, "deepseek-community/DeepSeek-OCR-2")
-
-
-def test_stages_opened_separately_share_one_store_in_a_process(backend_settings, docs):
-    """A shard admits one holder and an in-process client keeps its data in its handle: both are shared."""
-    ingestor = Ingestor.from_settings(backend_settings)
-    ingestor.ingest([docs / "invoice.png"])
-    searcher = Searcher.from_settings(backend_settings)
-    decoder = Decoder.from_settings(backend_settings)
-    hit = searcher.search("Invoice", top_k=1)[0]
-    assert decoder.decode(hit.point_id)
-    for stage in (ingestor, searcher, decoder):
-        stage.close()
-    reopened = open_store(backend_settings)
-    # the embedded shard persists on disk; the in-process client's data ended with its last holder
-    assert reopened.count() == (1 if backend_settings.qdrant_url is None else 0)
-    reopened.close()
-
-
-def test_only_bad_files_leave_no_collection_behind(backend_settings, tmp_path):
-    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
-    with open_store(backend_settings) as store:
-        report = Ingestor(OcrModel.from_settings(backend_settings), store, backend_settings).ingest(
-            [tmp_path / "broken.pdf", tmp_path / "absent.png"]
-        )
-        assert [f.path for f in report.failures] == [str(tmp_path / "absent.png"), str(tmp_path / "broken.pdf")]
-        assert store.record() is None
 
 
 @contextlib.contextmanager

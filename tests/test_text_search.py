@@ -7,6 +7,7 @@ tests at the end run the tiny model through ingest and search.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +21,7 @@ from core.store import PagePoint, open_store
 from core.store.schema import BM25
 from core.text import embed_document, embed_query, normalize, pdf_page_texts, text_fields
 from search.plan import search
-from tests.helpers import page_image, write_pdf
+from tests.helpers import BACKENDS, page_image, settings_for, write_pdf
 
 DIM = 16
 IDENTITY = ModelIdentity("test/text-model", "rev", DIM)
@@ -186,11 +187,9 @@ def test_a_collection_made_before_text_search_still_searches_visually(backend_se
 RARE = "zymurgy"
 
 
-@pytest.fixture
-def mixed_docs(tmp_path):
+def make_mixed_docs(folder: Path) -> Path:
     """A born-digital two-page PDF (a text layer) and a scanned page (pixels only)."""
-    folder = tmp_path / "mixed"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     write_text_pdf(
         folder / "guide.pdf",
         [["Brewing guide", f"Notes on {RARE} and yeast."], ["Harbour notes", "Ferry times change in winter."]],
@@ -199,16 +198,21 @@ def mixed_docs(tmp_path):
     return folder
 
 
-@pytest.fixture
-def mixed(backend_settings, mixed_docs):
-    """The mixed documents ingested, and a searcher over them."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def mixed(request, tmp_path_factory, tiny_model_dir):
+    """The mixed documents ingested once per engine for the tests that read them, and a searcher over them (a
+    collection of its own: the process's in-process client holds every `:memory:` collection)."""
     from ingest import Ingestor
     from search import Searcher
 
-    model = OcrModel.from_settings(backend_settings)
-    with open_store(backend_settings) as store:
-        report = Ingestor(model, store, backend_settings).ingest([mixed_docs])
-        yield SimpleNamespace(store=store, report=report, searcher=Searcher(model, store, backend_settings))
+    root = tmp_path_factory.mktemp("mixed")
+    settings = settings_for(tiny_model_dir, root / "data", collection="mixed")
+    if request.param == "memory":
+        settings = settings.model_copy(update={"qdrant_url": ":memory:"})
+    model = OcrModel.from_settings(settings)
+    with open_store(settings) as store:
+        report = Ingestor(model, store, settings).ingest([make_mixed_docs(root / "mixed")])
+        yield SimpleNamespace(store=store, report=report, searcher=Searcher(model, store, settings))
 
 
 def test_ingest_stores_each_pages_text_and_counts_its_source(mixed):
@@ -244,7 +248,7 @@ def test_query_tokens_encoded_once_give_the_same_search(mixed):
     assert [h.point_id for h in with_tokens] == [h.point_id for h in searcher.search(RARE, 3, mode="visual")]
 
 
-def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, mixed_docs):
+def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, tmp_path):
     from core.text import normalize
     from decode import Decoder
     from ingest import Ingestor
@@ -253,7 +257,7 @@ def test_ocr_text_gives_a_scanned_page_the_decoders_text(settings, mixed_docs):
     s = settings.model_copy(update={"ocr_text": True})
     model = OcrModel.from_settings(s)
     with open_store(s) as store:
-        report = Ingestor(model, store, s).ingest([mixed_docs / "letter.png"])
+        report = Ingestor(model, store, s).ingest([make_mixed_docs(tmp_path / "mixed") / "letter.png"])
         assert report.text_pages == {"pdf": 0, "decoded": 1, "none": 0}
         [[page]] = list(store.scroll(with_tokens=False))
         # the text is what the decoder makes of the stored tokens (the tiny model's text means nothing)
