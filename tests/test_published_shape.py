@@ -12,10 +12,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cli.sample import write_text_pdf
 from core.model import ModelIdentity, OcrModel
-from core.pages import point_id
+from core.pages import file_digest, point_id
 from core.pooling import SKETCH_DIM
 from core.store import ClientStore, PagePoint, SearchLayout, open_store
 from core.store.costs import RecordingClient
@@ -187,12 +188,12 @@ def test_decoding_from_stored_tokens_is_decoding_the_pixels(wide, wide_docs):
     import torch
 
     model, store, s, _ = wide
-    image = page_image(["Delivery note", "Pallet scanner, 2 units"], size=(1200, 1600))
+    image = Image.open(wide_docs / "note.png")
     encoded = model.encode_pages([image])[0]
-    (hit,) = Searcher(model, store, s).search_image(image, top_k=1)
+    stored = point_id(file_digest(wide_docs / "note.png"), 1)
     decoder = Decoder(model, store, s)
-    assert torch.equal(decoder.tokens(hit.point_id), encoded)  # bit for bit, across the chunks
-    assert decoder.decode(hit.point_id) == decoder.decode_image(image)
+    assert torch.equal(decoder.tokens(stored), encoded)  # bit for bit, across the chunks
+    assert decoder.decode(stored) == decoder.decode_image(image)
 
 
 def test_export_from_the_embedded_engine_imports_into_a_server_within_its_limits(wide, tmp_path):
