@@ -7,9 +7,8 @@ QUERY_FLOOR in all left out). Since the soft form (`spread` 2) a page's tokens g
 such weights too, each centroid keeping the most any token gives it. Their dot product counts how many of the
 query's tokens land near some token of the page, and Qdrant answers it from an inverted index: its cost follows
 the posting lists the query touches, not the collection's size, where a scan of every page's pooled vectors grows
-with it. The centroids live in the sketch space
-so that a page's assignment reuses the sketch its pooling makes anyway, and a query's costs a 256-wide product (2 MB
-of centroids at K = 2048) rather than a 1280-wide one (10 MB).
+with it. The centroids live in the sketch space so that a page's assignment reuses the sketch its pooling makes
+anyway, and a query's costs a 256-wide product (2 MB of centroids at K = 2048) rather than a 1280-wide one (10 MB).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from config import Settings  # noqa: E402
 from core.model import OcrModel  # noqa: E402
 from core.testmodel import make_test_model  # noqa: E402
-from tests.helpers import BACKENDS, make_docs, settings_for  # noqa: E402
+from tests.helpers import BACKENDS, make_docs, on_engine, settings_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +35,7 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
 @pytest.fixture(params=BACKENDS)
 def backend_settings(request, settings) -> Settings:
     """The same settings on each store engine: embedded edge shard, and qdrant-client in-process."""
-    if request.param == "memory":
-        return settings.model_copy(update={"qdrant_url": ":memory:"})
-    return settings
+    return on_engine(settings, request.param)
 
 
 @pytest.fixture

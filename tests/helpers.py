@@ -139,6 +139,11 @@ def settings_for(model_dir: Path, data_dir: Path, **extra):
     return Settings(**{**values, **extra})
 
 
+def on_engine(settings, engine: str):
+    """`settings` on one of BACKENDS: the embedded edge shard, or qdrant-client in-process ("memory")."""
+    return settings.model_copy(update={"qdrant_url": ":memory:"}) if engine == "memory" else settings
+
+
 def ingest_here(settings, *paths, **options) -> dict:
     """An ingest through the Python API in this process (the model is loaded once for the whole suite): its report."""
     from ingest import Ingestor

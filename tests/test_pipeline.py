@@ -20,7 +20,7 @@ from decode import Decoder
 from ingest import Ingestor
 from search import Searcher
 from search.plan import search
-from tests.helpers import BACKENDS, make_docs, settings_for
+from tests.helpers import BACKENDS, make_docs, on_engine, settings_for
 
 PAYLOAD_FIELDS = {"doc_id", "source", "page", "pages", "width", "height", "n_tokens", "model", "ingested_at"}
 
@@ -31,9 +31,7 @@ def ingested(request, tmp_path_factory, tiny_model_dir):
     shared by every stage a test makes): each ingest encodes every page, the suite's dearest step. A collection of
     its own: the process's in-process client holds every `:memory:` collection."""
     root = tmp_path_factory.mktemp("ingested")
-    settings = settings_for(tiny_model_dir, root / "data", collection="ingested")
-    if request.param == "memory":
-        settings = settings.model_copy(update={"qdrant_url": ":memory:"})
+    settings = on_engine(settings_for(tiny_model_dir, root / "data", collection="ingested"), request.param)
     docs = make_docs(root / "docs")
     model = OcrModel.from_settings(settings)
     with open_store(settings) as store:

@@ -21,7 +21,7 @@ from core.store import PagePoint, open_store
 from core.store.schema import BM25
 from core.text import embed_document, embed_query, normalize, pdf_page_texts, text_fields
 from search.plan import search
-from tests.helpers import BACKENDS, page_image, settings_for, write_pdf
+from tests.helpers import BACKENDS, on_engine, page_image, settings_for, write_pdf
 
 DIM = 16
 IDENTITY = ModelIdentity("test/text-model", "rev", DIM)
@@ -206,9 +206,7 @@ def mixed(request, tmp_path_factory, tiny_model_dir):
     from search import Searcher
 
     root = tmp_path_factory.mktemp("mixed")
-    settings = settings_for(tiny_model_dir, root / "data", collection="mixed")
-    if request.param == "memory":
-        settings = settings.model_copy(update={"qdrant_url": ":memory:"})
+    settings = on_engine(settings_for(tiny_model_dir, root / "data", collection="mixed"), request.param)
     model = OcrModel.from_settings(settings)
     with open_store(settings) as store:
         report = Ingestor(model, store, settings).ingest([make_mixed_docs(root / "mixed")])
