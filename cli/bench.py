@@ -21,6 +21,10 @@ def _sizes(pages: list[str]) -> list[int]:
     return sizes
 
 
+def _fine(r) -> str:
+    return "" if r.fine_vectors_per_page is None else f"fine vectors {r.fine_vectors_per_page:g} a page; "
+
+
 def _first_depth(r) -> str:
     if r.first_stage == "none":
         return "first: none (the codebook is learned at CODEBOOK_PAGES pages), the fine stage scores every page"
@@ -110,8 +114,9 @@ def _describe(r) -> str:
             f"  exact score gap, rank 10 to 11: median {r.exact_gap_10_11:.3f} "
             f"({r.exact_gap_10_11_relative:.2%} of rank 10; p10 / p90 {q['p10']:.2%} / {q['p90']:.2%})",
             ram,
-            f"  disk: {disk} a page; build {r.build_s:.0f} s; prefetch {r.prefetch_first} / {r.prefetch_last} "
-            f"({_first_depth(r)}), pool size {r.pool_size}, exact below {r.exact_below} pages",
+            f"  disk: {disk} a page; {_fine(r)}build {r.build_s:.0f} s; "
+            f"prefetch {r.prefetch_first} / {r.prefetch_last} ({_first_depth(r)}), pool size {r.pool_size}, "
+            f"exact below {r.exact_below} pages",
         ]
         + (
             [f"  (a build of {r.trimmed_from} pages cut down to {r.pages}: RAM and disk a page read high)"]

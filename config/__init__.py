@@ -174,6 +174,15 @@ class Settings(BaseSettings):
         description="At most this many fine pooled vectors a page (a 1121-token page: 448 rather than 701); 0: no "
         "cap. Fixed when a collection is created.",
     )
+    fine_likeness: float = Field(
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="A page gets fewer fine pooled vectors than FINE_POOL_SIZE gives where fewer leave every token at "
+        "least this alike (cosine, on the tokens' sketches) to one: copies of a few directions (a repeated word, blank "
+        "canvas, rules) pool into one vector each, and the fine stage costs in proportion to the vectors. 1: "
+        "FINE_POOL_SIZE alone. Fixed when a collection is created.",
+    )
     pooled_quantization: bool = Field(
         True,
         description="Keep the pooled vectors in RAM quantized (binary; int8 in collections with a dense first "

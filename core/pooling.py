@@ -54,13 +54,14 @@ def pool_tokens(
     seeds=None,
     gram=None,
     unit: bool = False,
+    count: int | None = None,
 ) -> np.ndarray:
-    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32). `sketched`, `seeds`
-    and `gram` (the page's sketch, farthest-point order and sketch likeness matrix) may be passed in when at hand;
-    `unit`: the tokens are unit-length rows already (float32)."""
+    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32), or `count` of them.
+    `sketched`, `seeds` and `gram` (the page's sketch, farthest-point order and sketch likeness matrix) may be
+    passed in when at hand; `unit`: the tokens are unit-length rows already (float32)."""
     x = np.asarray(tokens, dtype=np.float32) if unit else unit_length(tokens)
     n = x.shape[0]
-    k = pooled_count(n, pool_size)
+    k = pooled_count(n, pool_size) if count is None else max(1, min(n, count))
     if method == "window":
         bounds = np.linspace(0, n, k + 1).round().astype(int)
         return unit_length(np.add.reduceat(x, bounds[:-1], axis=0))
@@ -114,6 +115,13 @@ def spread_seeds(sketched: np.ndarray, k: int, gram=None) -> np.ndarray:
     Every distinct direction gets a seed before any direction gets two, so k-means does not merge them, and a mass
     of near-identical tokens (blank canvas) takes one seed, not one per window. The first j of k seeds are the
     seeds for j."""
+    return farthest_points(sketched, k, gram)[0]
+
+
+def farthest_points(sketched: np.ndarray, k: int, gram=None) -> tuple[np.ndarray, np.ndarray]:
+    """`spread_seeds`' k seeds, and how well each prefix of them covers the page: reach[j] is the least likeness of
+    any token to its most alike of the first j + 1 seeds (so `covering` can tell how many seeds leave no token
+    farther than a given likeness from one)."""
     if gram is not None or k > 64:  # many seeds: one matrix product of all rows beats a product per seed
         gram = sketched @ sketched.T if gram is None else gram
 
@@ -125,11 +133,21 @@ def spread_seeds(sketched: np.ndarray, k: int, gram=None) -> np.ndarray:
             return sketched @ sketched[i]
 
     seeds = np.zeros(k, dtype=np.int64)
+    reach = np.zeros(k, dtype=np.float32)
     closest = likeness(0).copy()
     for j in range(1, k):
         seeds[j] = int(np.argmin(closest))
+        reach[j - 1] = closest[seeds[j]]  # the least covered token is the next seed
         np.maximum(closest, likeness(seeds[j]), out=closest)
-    return seeds
+    reach[k - 1] = closest.min() if k else 0.0
+    return seeds, reach
+
+
+def covering(reach: np.ndarray, likeness: float) -> int:
+    """How many of the farthest-point seeds it takes for every token to be at least `likeness` alike to one (all
+    of them where even they do not)."""
+    enough = np.flatnonzero(reach >= likeness)
+    return int(enough[0]) + 1 if enough.size else len(reach)
 
 
 def spread_order(unit: np.ndarray, keep: int, seeds=None) -> np.ndarray:

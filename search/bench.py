@@ -40,6 +40,7 @@ from core.errors import UsageError
 from core.model import ModelIdentity
 from core.pooling import pooled_count
 from core.store import EdgeStore, PagePoint, PageStore, SearchLayout, open_store
+from core.store.layout import FINE
 from core.store.schema import Stage, rows_per_vector
 from core.tensors import bfloat16_values, one_blas_thread, unit_length
 from search.plan import fast_path_pages, first_stage, search, visual
@@ -340,7 +341,8 @@ def search_ram(before: dict[str, int], now: dict[str, int]) -> tuple[int, int]:
 def estimated_ram_bytes(store: PageStore, tokens: int, dim: int) -> int:
     """An estimate, from the layout alone, of what the fast path keeps in RAM per page (for stores whose memory
     cannot be measured here): the pooled vectors' quantized copies (binary: dim / 8 bytes a vector; int8: dim plus a
-    scale; unquantized: float16), and in collections with a dense first stage its vector and graph."""
+    scale; unquantized: float16), and in collections with a dense first stage its vector and graph. The fine vectors
+    are counted at one per fine_size tokens: the most a page gets (fewer where FINE_LIKENESS covers it with fewer)."""
     layout = store.layout
     keep = rows_per_vector(dim)
     if layout.pooled_first:
@@ -475,6 +477,8 @@ class SearchBench:
     page_cache_after_queries: dict | None  # bytes of the shard's files in the page cache after them, by part
     ram_estimate_bytes_per_page: float  # an estimate from the layout (quantized pooled copies), for comparison
     disk_bytes_per_page: float | None
+    # the fine pooled vectors stored pages have (mean over the first 64 pages that have them; None: the layout has none)
+    fine_vectors_per_page: float | None
     scan_ram_bytes_per_page: float | None  # what the scan holds in RAM
     build_s: float
     prefetch_dense: int
@@ -681,6 +685,7 @@ def measure(
         page_cache_after_queries=cache,
         ram_estimate_bytes_per_page=float(estimated_ram_bytes(store, round(tokens_per_page), dim)),
         disk_bytes_per_page=round(disk, 1) if disk is not None else None,
+        fine_vectors_per_page=round(float(np.mean(fine)), 1) if (fine := store.vector_rows(FINE)) else None,
         scan_ram_bytes_per_page=round(scan.nbytes / max(scan.count, 1), 1) if scan is not None else None,
         build_s=round(build_s, 1),
         prefetch_dense=layout.prefetch_dense,

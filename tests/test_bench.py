@@ -38,6 +38,7 @@ KEYS = {
     "ram_estimate_bytes_per_page",
     "page_cache_after_queries",
     "disk_bytes_per_page",
+    "fine_vectors_per_page",
     "fast_cold_read_bytes_p50",
     "readahead_kb",
 }
@@ -100,6 +101,8 @@ def test_bench_search_reports_every_figure(tmp_path, tiny_model_dir):
     assert data["exact_gap_10_11"] > 0 and set(data["gap_relative_quantiles"]) == {"p10", "p50", "p90"}
     assert data["ram_bytes_per_page"] > 0 and data["ram_fixed_bytes"] > 0 and data["page_cache_after_queries"]
     assert data["disk_bytes_per_page"] > data["token_bytes_per_page"]  # the tokens once, and the rest
+    # read from the stored pages: at most one per 1.6 tokens, fewer where copies of a direction pool into one
+    assert 1 <= data["fine_vectors_per_page"] <= 40 and "fine vectors" in proc.stderr
     assert data["query_pool_size"] == 2.5 and data["dim"] == 256  # the defaults it ran with; and
     # 20 pages into exact MaxSim x sqrt(1280 / 256): binary codes of fewer bits order pages less precisely
     assert (data["depth_scale"], data["prefetch_first"], data["prefetch_last"]) == (2.236, 52, 45)

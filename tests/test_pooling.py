@@ -56,6 +56,36 @@ def test_fine_vectors_follow_a_fractional_pool_size_and_fit_one_multivector():
     assert rows(1, 1121, 1280, fine_max=900) == (141, 819)  # a cap over a multivector's rows: the multivector's
 
 
+def test_a_page_of_a_few_repeated_directions_gets_one_fine_vector_for_each():
+    from core.pooling import covering, farthest_points
+    from core.store.layout import FINE, SearchLayout
+
+    rng = np.random.default_rng(11)
+    dim, n = 1280, 257
+    layout = SearchLayout.from_settings()
+    assert layout.fine_likeness < 1 and layout.built()["fine_likeness"] == layout.fine_likeness
+    # 40 directions, each written about 6 times (copies at cosine ~0.94 to their direction, ~0.89 to each other)
+    directions = unit_length(rng.normal(size=(40, dim)).astype(np.float32))
+    copies = unit_length(clustered(rng, directions, n, noise=0.35 / np.sqrt(dim)))
+    _, derived = layout.derive(copies, 819)
+    fine = unit_length(derived[FINE].astype(np.float32) - 127.5)  # sign codes back to +-1 rows
+    assert len(fine) == 40  # one for each direction, not one per 1.6 tokens
+    assert np.sort((fine @ directions.T).argmax(1)).tolist() == list(range(40))  # ... and every direction has one
+    # negative controls: as many distinct tokens keep one vector per 1.6 of them; likeness 1 is the count alone
+    distinct = unit_length(rng.normal(size=(n, dim)).astype(np.float32))
+    assert len(layout.derive(distinct, 819)[1][FINE]) == 161
+    assert len(layout.adopt({**layout.built(), "fine_likeness": 1.0}).derive(copies, 819)[1][FINE]) == 161
+    before = {k: v for k, v in layout.built().items() if k != "fine_likeness"}  # a collection made before it
+    assert layout.adopt(before).fine_likeness == 1.0
+    # the count is the fewest seeds that leave every token at least that alike to one
+    sketched = unit_length(copies[:, :256])
+    seeds, reach = farthest_points(sketched, 100)
+    for likeness in (0.3, 0.6, 0.8):
+        k = covering(reach, likeness)
+        best = (sketched @ sketched[seeds[:k]].T).max(1)
+        assert best.min() >= likeness and (k == 1 or (sketched @ sketched[seeds[: k - 1]].T).max(1).min() < likeness)
+
+
 def test_collections_made_before_the_fine_cap_keep_deriving_every_fine_vector():
     from config import defaults
     from core.store.layout import SearchLayout

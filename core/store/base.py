@@ -270,6 +270,13 @@ class PageStore(ABC):
         if self._exists():
             yield from self._scroll_pages(Filter(), batch_size, with_tokens)
 
+    def vector_rows(self, name: str, pages: int = 64) -> list[int]:
+        """How many rows the multivector `name` has on each of the first `pages` pages that have it."""
+        if not self._exists():
+            return []
+        raw, _ = self._scroll(Filter(name), None, pages, [name])
+        return [len(vectors[name]) for _, _, vectors, _ in raw if vectors and name in vectors]
+
     def set_payload(self, point_id: str, payload: dict) -> None:
         """Add or replace payload fields of a stored page; the tokens and other fields stay as they are."""
         if any(name in payload for name in STORE_FIELDS) or payload.get("kind") == "collection":

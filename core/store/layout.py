@@ -14,14 +14,15 @@ import numpy as np
 from config import Settings, defaults
 from core.codebook import page_vector
 from core.pooling import (
+    covering,
     dense_vector,
+    farthest_points,
     muvera_fde,
     muvera_size,
     pool_tokens,
     pooled_count,
     sketch,
     spread_order,
-    spread_seeds,
 )
 from core.tensors import unit_length
 
@@ -56,6 +57,7 @@ class SearchLayout:
     codebook_probes: int = 4  # centroids each query token looks up
     fine_max: int = 0  # "pooled" first stage: at most this many fine pooled vectors a page (0: no cap)
     codebook_spread: int = 1  # centroids each page token gives weight to (core/codebook.py); 1: its nearest, weight 1
+    fine_likeness: float = 1.0  # fewer fine vectors where fewer leave every token this alike to one; 1: never
 
     BUILT = (
         "pooling",
@@ -68,6 +70,7 @@ class SearchLayout:
         "sign_codes",
         "codebook",
         "codebook_spread",
+        "fine_likeness",
     )
 
     @classmethod
@@ -95,6 +98,7 @@ class SearchLayout:
             s.codebook_probes,
             s.fine_max,
             s.codebook_spread,
+            s.fine_likeness,
         )
 
     @property
@@ -166,6 +170,7 @@ class SearchLayout:
             "sign_codes": False,
             "codebook": 0,
             "codebook_spread": 1,
+            "fine_likeness": 1.0,
         }
         return replace(self, **{**older, **{k: built[k] for k in self.BUILT if k in built}})
 
@@ -208,6 +213,18 @@ class SearchLayout:
         cap = min(keep, self.fine_max) if self.fine_max else keep
         return max(self.fine_pool_size, math.nextafter(n / cap, math.inf))
 
+    def fine_count(self, n: int, keep: int, reach: np.ndarray | None = None) -> int:
+        """How many fine pooled vectors a page of `n` tokens gets: one per `fine_size` tokens, or - given how well
+        its farthest-point seeds cover it (`reach`, core/pooling.py `farthest_points`) - as many as it takes for
+        every token to be at least `fine_likeness` alike to a seed, where that is fewer. A page that repeats a few
+        directions (copies of one content word, blank canvas, rules and margins) gets one vector for each, not one
+        per 1.6 tokens: the fine stage costs in proportion to its vectors, and a copy adds nothing to MaxSim that
+        its likeness to the others does not already give. A page of many distinct tokens keeps one per fine_size."""
+        count = pooled_count(n, self.fine_size(n, keep))
+        if self.fine_likeness < 1 and reach is not None:
+            count = min(count, covering(reach, self.fine_likeness))
+        return count
+
     def derive(
         self, unit: np.ndarray, keep: int, centroids: np.ndarray | None = None
     ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
@@ -218,15 +235,15 @@ class SearchLayout:
         n = len(unit)
         sketched = sketch(unit)
         gram = sketched @ sketched.T  # every pair's likeness: the seeds and each pooling's first k-means step use it
-        fine_size = self.fine_size(n, keep)
-        fine = pooled_count(n, fine_size) if self.pooled_first else 0
+        most_fine = pooled_count(n, self.fine_size(n, keep)) if self.pooled_first else 0
         coarse = pooled_count(n, self.pool_size) if not self.pooled_first or self.coarse else 0
-        seeds = spread_seeds(sketched, max(coarse, fine, keep if n > keep else 0), gram)
+        seeds, reach = farthest_points(sketched, max(coarse, most_fine, keep if n > keep else 0), gram)
+        fine = self.fine_count(n, keep, reach)
         order = spread_order(unit, keep, seeds) if n > keep else None
         shared = {"sketched": sketched, "seeds": seeds, "gram": gram, "unit": True}
         pooled = pool_tokens(unit, self.pool_size, self.pooling, **shared) if coarse else None
         if self.pooled_first:
-            finer = pool_tokens(unit, fine_size, self.pooling, FINE_ITERATIONS, **shared)
+            finer = pool_tokens(unit, 1, self.pooling, FINE_ITERATIONS, **shared, count=fine)
             form = codes if self.coded else lambda x: x.astype(np.float16)
             derived = {FINE: form(finer)}
             if self.coarse:
