@@ -56,9 +56,9 @@ def pool_tokens(
     unit: bool = False,
     count: int | None = None,
 ) -> np.ndarray:
-    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32), or `count` of them.
-    `sketched`, `seeds` and `gram` (the page's sketch, farthest-point order and sketch likeness matrix) may be
-    passed in when at hand; `unit`: the tokens are unit-length rows already (float32)."""
+    """A page's pooled multivector: about n / pool_size unit-length vectors [k, dim] (float32), or `count` of them
+    (then `pool_size` is not used). `sketched`, `seeds` and `gram` (the page's sketch, farthest-point order and
+    sketch likeness matrix) may be passed in when at hand; `unit`: the tokens are unit-length rows already."""
     x = np.asarray(tokens, dtype=np.float32) if unit else unit_length(tokens)
     n = x.shape[0]
     k = pooled_count(n, pool_size) if count is None else max(1, min(n, count))
@@ -139,7 +139,8 @@ def farthest_points(sketched: np.ndarray, k: int, gram=None) -> tuple[np.ndarray
         seeds[j] = int(np.argmin(closest))
         reach[j - 1] = closest[seeds[j]]  # the least covered token is the next seed
         np.maximum(closest, likeness(seeds[j]), out=closest)
-    reach[k - 1] = closest.min() if k else 0.0
+    if k:
+        reach[k - 1] = closest.min()
     return seeds, reach
 
 

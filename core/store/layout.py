@@ -213,18 +213,6 @@ class SearchLayout:
         cap = min(keep, self.fine_max) if self.fine_max else keep
         return max(self.fine_pool_size, math.nextafter(n / cap, math.inf))
 
-    def fine_count(self, n: int, keep: int, reach: np.ndarray | None = None) -> int:
-        """How many fine pooled vectors a page of `n` tokens gets: one per `fine_size` tokens, or - given how well
-        its farthest-point seeds cover it (`reach`, core/pooling.py `farthest_points`) - as many as it takes for
-        every token to be at least `fine_likeness` alike to a seed, where that is fewer. A page that repeats a few
-        directions (copies of one content word, blank canvas, rules and margins) gets one vector for each, not one
-        per 1.6 tokens: the fine stage costs in proportion to its vectors, and a copy adds nothing to MaxSim that
-        its likeness to the others does not already give. A page of many distinct tokens keeps one per fine_size."""
-        count = pooled_count(n, self.fine_size(n, keep))
-        if self.fine_likeness < 1 and reach is not None:
-            count = min(count, covering(reach, self.fine_likeness))
-        return count
-
     def derive(
         self, unit: np.ndarray, keep: int, centroids: np.ndarray | None = None
     ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
@@ -238,12 +226,16 @@ class SearchLayout:
         most_fine = pooled_count(n, self.fine_size(n, keep)) if self.pooled_first else 0
         coarse = pooled_count(n, self.pool_size) if not self.pooled_first or self.coarse else 0
         seeds, reach = farthest_points(sketched, max(coarse, most_fine, keep if n > keep else 0), gram)
-        fine = self.fine_count(n, keep, reach)
+        # Fewer fine vectors where fewer seeds leave every token fine_likeness alike to one: a page that repeats a few
+        # directions (a word written again, blank canvas, rules) gets one vector for each, not one per fine_size
+        # tokens. The fine stage costs in proportion to its vectors, and a copy adds nothing to MaxSim that its
+        # likeness to the others does not already give; a page of many distinct tokens keeps one per fine_size.
+        fine = min(most_fine, covering(reach, self.fine_likeness)) if self.fine_likeness < 1 else most_fine
         order = spread_order(unit, keep, seeds) if n > keep else None
         shared = {"sketched": sketched, "seeds": seeds, "gram": gram, "unit": True}
         pooled = pool_tokens(unit, self.pool_size, self.pooling, **shared) if coarse else None
         if self.pooled_first:
-            finer = pool_tokens(unit, 1, self.pooling, FINE_ITERATIONS, **shared, count=fine)
+            finer = pool_tokens(unit, method=self.pooling, iterations=FINE_ITERATIONS, count=fine, **shared)
             form = codes if self.coded else lambda x: x.astype(np.float16)
             derived = {FINE: form(finer)}
             if self.coarse:
